@@ -1,0 +1,44 @@
+"""The ``evalbot`` command line. Sub-commands live in their own modules and are mounted here."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from evalbot.errors import EvalbotError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Build, check and score CUDA kernel PRs.")
+err_console = Console(stderr=True)
+
+
+def _mount() -> None:
+    from evalbot import cli_models
+
+    app.add_typer(cli_models.app, name="models")
+
+
+_mount()
+
+
+def main() -> None:
+    """Console-script entry: user errors become one red line and exit code 2, never a traceback."""
+    try:
+        app(standalone_mode=False)
+    except EvalbotError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except typer.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except (typer.Exit, SystemExit) as exc:
+        code = exc.exit_code if isinstance(exc, typer.Exit) else exc.code
+        sys.exit(code)
+    except Exception as exc:  # click usage errors arrive here in standalone_mode=False
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

@@ -1,0 +1,201 @@
+"""Validator configuration: one TOML file, then ``EVALBOT_<SECTION>__<KEY>`` environment overrides.
+
+Every section is a frozen dataclass; the loader checks each value's type (and allowed choices) and
+rejects unknown keys, so a typo in ``validator.toml`` is an error naming the file, section and key
+instead of a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evalbot import paths
+from evalbot.errors import EvalbotError
+
+ENV_PREFIX = "EVALBOT_"
+
+
+class ConfigError(EvalbotError):
+    pass
+
+
+def _choices(*allowed: str) -> dict[str, Any]:
+    return {"choices": allowed}
+
+
+@dataclass(frozen=True)
+class GithubConfig:
+    repo: str = ""
+    base_branch: str = "main"
+    api_url: str = "https://api.github.com"
+    token_env: str = "GITHUB_TOKEN"
+    token_file: str = ""
+    poll_interval_s: float = 1800.0
+    include_drafts: bool = False
+    include_forks: bool = True
+
+
+@dataclass(frozen=True)
+class LedgerConfig:
+    url: str = ""
+    signing_key: str = ""
+    gpu_class: str = ""
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    backend: str = field(default="docker", metadata=_choices("docker", "local"))
+    image: str = "nvidia/cuda:13.0.1-devel-ubuntu24.04"
+    cpus: float = 2.0
+    memory_mb: int = 4096
+    pids: int = 256
+    timeout_s: float = 300.0
+    log_limit_bytes: int = 65536
+
+
+@dataclass(frozen=True)
+class BasketConfig:
+    models: list[str] = field(default_factory=lambda: ["qwen3moe-tiny", "gemma4-tiny"])
+    holdout_seed_env: str = "EVALBOT_HOLDOUT_SEED"
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    data_dir: str = ""
+    cache_dir: str = ""
+
+
+@dataclass(frozen=True)
+class Config:
+    github: GithubConfig = field(default_factory=GithubConfig)
+    ledger: LedgerConfig = field(default_factory=LedgerConfig)
+    build: BuildConfig = field(default_factory=BuildConfig)
+    basket: BasketConfig = field(default_factory=BasketConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    source: str = "<defaults>"
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.paths.data_dir).expanduser() if self.paths.data_dir else paths.data_dir()
+
+    @property
+    def cache_dir(self) -> Path:
+        return Path(self.paths.cache_dir).expanduser() if self.paths.cache_dir else paths.cache_dir()
+
+    @property
+    def ledger_url(self) -> str:
+        url = self.ledger.url or str(self.data_dir / "ledger.sqlite")
+        return url if "://" in url else f"sqlite:///{Path(url).expanduser()}"
+
+
+_SECTIONS: dict[str, type] = {
+    name: hint for name, hint in typing.get_type_hints(Config).items() if name != "source"
+}
+
+
+def _coerce(value: Any, hint: Any, where: str, from_env: bool) -> Any:
+    """Check (and, for environment strings, parse) one value against its annotation."""
+    if typing.get_origin(hint) is list:
+        (item_hint,) = typing.get_args(hint)
+        if from_env and isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(v, item_hint, where, from_env) for v in value]
+    if hint is bool:
+        if from_env and isinstance(value, str):
+            lowered = value.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if hint in (int, float):
+        expected = f"{where}: expected {'an integer' if hint is int else 'a number'}, got {value!r}"
+        if from_env and isinstance(value, str):
+            try:
+                value = hint(value)
+            except ValueError:
+                raise ConfigError(expected) from None
+        if isinstance(value, bool) or not isinstance(value, int | float) or (hint is int and not isinstance(value, int)):
+            raise ConfigError(expected)
+        return hint(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config annotation {hint!r}")  # a programming error, not user input
+
+
+def _build_section(name: str, raw: dict[str, Any], where_of: dict[str, str], from_env: set[str]) -> Any:
+    cls = _SECTIONS[name]
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        where = where_of[key]
+        if key not in known:
+            raise ConfigError(f"{where}: unknown key (known keys in [{name}]: {', '.join(sorted(known))})")
+        parsed = _coerce(value, hints[key], where, key in from_env)
+        choices = known[key].metadata.get("choices")
+        if choices and parsed not in choices:
+            raise ConfigError(f"{where}: must be one of {', '.join(choices)}, got {parsed!r}")
+        if isinstance(parsed, int | float) and not isinstance(parsed, bool) and parsed < 0:
+            raise ConfigError(f"{where}: must not be negative, got {parsed!r}")
+        values[key] = parsed
+    return cls(**values)
+
+
+def load_config(path: str | Path | None = None, environ: typing.Mapping[str, str] | None = None) -> Config:
+    """Read ``path`` (optional), apply ``EVALBOT_SECTION__KEY`` overrides, and validate everything."""
+    environ = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    source = "<defaults>"
+    if path is not None:
+        file = Path(path)
+        source = str(file)
+        try:
+            raw = tomllib.loads(file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{file}: config file not found") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{file}: cannot read config file: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+
+    sections: dict[str, dict[str, Any]] = {}
+    where_of: dict[str, dict[str, str]] = {}
+    from_env: dict[str, set[str]] = {name: set() for name in _SECTIONS}
+    for name, body in raw.items():
+        if name not in _SECTIONS:
+            raise ConfigError(f"{source}: unknown section [{name}] (known: {', '.join(_SECTIONS)})")
+        if not isinstance(body, dict):
+            raise ConfigError(f"{source}: [{name}] must be a table")
+        sections[name] = dict(body)
+        where_of[name] = {key: f"{source}: [{name}] {key}" for key in body}
+
+    for var, value in environ.items():
+        if not var.startswith(ENV_PREFIX) or "__" not in var:
+            continue
+        section, _, key = var[len(ENV_PREFIX):].partition("__")
+        section, key = section.lower(), key.lower()
+        if section not in _SECTIONS:
+            raise ConfigError(f"environment variable {var}: unknown section {section!r}")
+        sections.setdefault(section, {})[key] = value
+        where_of.setdefault(section, {})[key] = f"environment variable {var} ([{section}] {key})"
+        from_env[section].add(key)
+
+    built = {
+        name: _build_section(name, sections.get(name, {}), where_of.get(name, {}), from_env[name])
+        for name in _SECTIONS
+    }
+    return Config(**built, source=source)
+

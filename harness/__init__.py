@@ -1,0 +1,1 @@
+"""Measurement: gates, calibration, benchmark statistics, roofline. Pure; no GitHub, no ledger."""

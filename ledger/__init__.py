@@ -1,0 +1,1 @@
+"""The public, append-only, signed evaluation ledger."""
