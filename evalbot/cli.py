@@ -15,8 +15,11 @@ err_console = Console(stderr=True)
 
 def _mount() -> None:
     from evalbot import cli_models
+    from evalbot.cli_ledger import app as ledger_app
 
     app.add_typer(cli_models.app, name="models")
+    app.add_typer(ledger_app, name="ledger")
+    app.command()(cli_models.reference)
 
 
 _mount()

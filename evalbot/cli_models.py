@@ -1,7 +1,120 @@
-"""``evalbot models``: build, list and verify the basket models."""
+"""``evalbot models`` and ``evalbot reference``: the basket models and the fp64 oracle over them."""
 
 from __future__ import annotations
 
-import typer
+from pathlib import Path
+from typing import Annotated
 
-app = typer.Typer(no_args_is_help=True, help="The basket models: build, list, verify.")
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from evalbot.config import load_config
+
+app = typer.Typer(no_args_is_help=True, help="The basket models: build, list, verify, inspect.")
+console = Console()
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="validator TOML config")]
+DirOpt = Annotated[Path | None, typer.Option("--dir", help="models directory (default: <data dir>/models)")]
+
+
+def models_dir(config: Path | None, directory: Path | None) -> Path:
+    return directory or load_config(config).data_dir / "models"
+
+
+@app.command()
+def build(config: ConfigOpt = None, directory: DirOpt = None,
+          model: Annotated[list[str] | None, typer.Option(help="only this basket model")] = None) -> None:
+    """Generate the synthetic basket models (deterministic; quantized by llama.cpp) and check their pins."""
+    from reference_runtime import basket
+
+    target = models_dir(config, directory)
+    with console.status("building basket models") as status:
+        built = basket.build(target, model, on_step=lambda msg: status.update(msg))
+    for key, path in built.items():
+        console.print(f"[green]built[/] {key}: {path}")
+
+
+@app.command("list")
+def list_(config: ConfigOpt = None, directory: DirOpt = None) -> None:
+    """Show the basket models, their pinned SHA-256 and whether the file on disk matches."""
+    from reference_runtime import basket
+
+    table = Table(title="basket models")
+    for col in ("model", "arch", "experts", "pinned sha256", "status", "path"):
+        table.add_column(col)
+    for st in basket.verify(models_dir(config, directory)):
+        spec = basket.SPECS[st.key]
+        status = "[green]ok" if st.ok else "[yellow]missing" if st.actual is None else "[red]MISMATCH"
+        table.add_row(st.key, spec.arch, f"{spec.n_expert_used}/{spec.n_expert}", st.pinned[:16] + "…",
+                      status, str(st.path))
+    console.print(table)
+
+
+@app.command()
+def verify(config: ConfigOpt = None, directory: DirOpt = None) -> None:
+    """Re-hash every basket model; exit 1 if any is missing or differs from its pin."""
+    from reference_runtime import basket
+
+    bad = 0
+    for st in basket.verify(models_dir(config, directory)):
+        if st.ok:
+            console.print(f"[green]ok[/] {st.key} {st.actual}")
+        else:
+            bad += 1
+            found = "missing" if st.actual is None else f"sha256 {st.actual}"
+            console.print(f"[red]FAIL[/] {st.key}: {found}, pinned {st.pinned} ({st.path})")
+    if bad:
+        raise typer.Exit(1)
+
+
+@app.command()
+def inspect(path: Path) -> None:
+    """Read a GGUF file's architecture the way the reference will, and show it per layer."""
+    from reference_runtime.arch import read_config
+    from reference_runtime.gguf_model import GGUFModel
+
+    with GGUFModel.open(path) as model:
+        cfg = read_config(model)
+        console.print(f"{path}: [bold]{cfg.arch}[/], vocab {cfg.n_vocab}, n_embd {cfg.n_embd}, "
+                      f"{cfg.n_layer} layers, experts {cfg.n_expert_used}/{cfg.n_expert}, "
+                      f"sliding window {cfg.n_swa or '-'}, softcap {cfg.final_softcap or '-'}")
+        table = Table()
+        for col in ("layer", "attention", "heads/kv", "head_dim", "rot", "rope base", "ffn"):
+            table.add_column(col, justify="right")
+        for layer in cfg.layers:
+            ffn = " + ".join(x for x in (f"dense {layer.n_ff}" if layer.n_ff else "",
+                                         f"moe {layer.n_ff_exp}" if layer.is_moe else "") if x)
+            table.add_row(str(layer.index), "sliding" if layer.is_swa else "global",
+                          f"{layer.n_head}/{layer.n_head_kv}", str(layer.head_dim), str(layer.n_rot),
+                          f"{layer.rope_base:g}", ffn)
+        console.print(table)
+
+
+def reference(
+    path: Path,
+    config: ConfigOpt = None,
+    recompute: Annotated[bool, typer.Option(help="ignore the cache")] = False,
+    corpus_file: Annotated[Path | None, typer.Option("--corpus", help="a corpus token file to use instead")] = None,
+) -> None:
+    """Run (or load from cache) the fp64 reference over the frozen corpus and report its perplexity."""
+    import numpy as np
+
+    from reference_runtime import corpus as corpus_mod
+    from reference_runtime.gguf_model import GGUFModel
+    from reference_runtime.reference_cache import reference_logprobs
+
+    cfg = load_config(config)
+    with GGUFModel.open(path) as model:
+        tokenizer = corpus_mod.tokenizer_of(model)
+        corpus = corpus_mod.load(tokenizer, corpus_file)
+        with console.status(f"fp64 reference over {len(corpus)} tokens"):
+            result = reference_logprobs(model, corpus, cfg.cache_dir / "reference", recompute=recompute)
+    lp = result.logprobs
+    targets = corpus.tokens[1:]
+    nll = -float(np.mean(lp[np.arange(len(targets)), targets]))
+    console.print(
+        f"{path.name}: {len(corpus)} positions, corpus {corpus.sha256[:16]}…, ppl {np.exp(nll):.4f} "
+        f"({'cache hit' if result.hit else f'computed in {result.seconds:.1f} s'}; {result.path})"
+    )
+

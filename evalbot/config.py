@@ -39,6 +39,18 @@ class GithubConfig:
     poll_interval_s: float = 1800.0
     include_drafts: bool = False
     include_forks: bool = True
+    # Transport: per-request timeout, retries of idempotent requests (5xx, 429, timeouts, secondary
+    # rate limits) with exponential backoff, and PyGithub's spacing between requests / writes.
+    timeout_s: float = 15.0
+    retries: int = 6
+    backoff_s: float = 2.0
+    request_interval_s: float = 0.25
+    write_interval_s: float = 1.0
+    # Pause before the primary rate limit drops below this many remaining requests.
+    rate_limit_reserve: int = 50
+    status_context: str = "evalbot"
+    # Evaluations of one commit that may die (crash, killed bot) before it is marked failed.
+    max_attempts: int = 3
 
 
 @dataclass(frozen=True)
@@ -125,7 +137,8 @@ def _coerce(value: Any, hint: Any, where: str, from_env: bool) -> Any:
                 value = hint(value)
             except ValueError:
                 raise ConfigError(expected) from None
-        if isinstance(value, bool) or not isinstance(value, int | float) or (hint is int and not isinstance(value, int)):
+        wrong_kind = isinstance(value, bool) or not isinstance(value, int | float)
+        if wrong_kind or (hint is int and not isinstance(value, int)):
             raise ConfigError(expected)
         return hint(value)
     if hint is str:
