@@ -1,0 +1,309 @@
+"""``evalbot ledger``: create, query, export, verify and publish the public ledger."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.exc import DBAPIError
+
+from evalbot.config import load_config
+from evalbot.errors import EvalbotError
+from ledger import Ledger, LedgerError, keys, schema
+from ledger.dberrors import driver_message
+from ledger.engine import describe_url, make_engine, sqlite_path
+from ledger.export import FORMATS, TABLES, export
+from ledger.readonly_sql import run_select
+from ledger.site import build_site
+from ledger.views import advance_dict, evaluation_dict
+
+app = typer.Typer(no_args_is_help=True, help="The public ledger: query, export, verify, publish.")
+console = Console()
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Validator TOML file.")]
+UrlOpt = Annotated[
+    str | None, typer.Option("--url", help="Ledger SQLAlchemy URL or SQLite file (default: [ledger] url).")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def _url(config: Path | None, url: str | None) -> str:
+    if url:
+        return url if "://" in url else f"sqlite:///{Path(url).expanduser().resolve()}"
+    return load_config(config).ledger_url
+
+
+def _open(config: Path | None, url: str | None) -> Ledger:
+    return Ledger.open(_url(config, url))
+
+
+def _print_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def _short(sha: str | None) -> str:
+    return "-" if sha is None else sha[:12]
+
+
+def _when(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@app.command()
+def migrate(config: ConfigOpt = None, url: UrlOpt = None) -> None:
+    """Create the ledger, or upgrade its schema to this evalbot's revision (keeps every row)."""
+    target = _url(config, url)
+    where = describe_url(target)
+    path = sqlite_path(target)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(target)
+    try:
+        before, after = schema.upgrade(engine, where)
+    except DBAPIError as exc:
+        raise LedgerError(f"{where}: cannot migrate: {driver_message(exc)}") from None
+    finally:
+        engine.dispose()
+    if before == after:
+        console.print(f"{where}: already at schema revision {after}")
+    elif before is None:
+        console.print(f"{where}: created ledger (schema revision {after})")
+    else:
+        console.print(f"{where}: upgraded schema revision {before} → {after}")
+
+
+@app.command()
+def keygen(
+    config: ConfigOpt = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Private key file (default: [ledger] signing_key).")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing key.")] = False,
+) -> None:
+    """Generate the validator's Ed25519 signing key (private key 0600, public key next to it)."""
+    cfg = load_config(config)
+    path = out or (Path(cfg.ledger.signing_key).expanduser() if cfg.ledger.signing_key else None)
+    path = path or cfg.data_dir / "ledger-signing.key"
+    signer, pub_path = keys.generate(path, force=force)
+    console.print(f"signing key {signer.key_id} written to {path}")
+    console.print(f"public key: {pub_path}  ({signer.public_hex})")
+
+
+@app.command()
+def verify(
+    config: ConfigOpt = None,
+    url: UrlOpt = None,
+    pubkey: Annotated[
+        list[Path] | None,
+        typer.Option("--pubkey", help="Trust only this public key (PEM or hex); repeatable."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-derive every hash and check every signature; exit 1 at the first broken link."""
+    trusted = [keys.load_public_key(p) for p in pubkey] if pubkey else None
+    with _open(config, url) as ledger:
+        report = ledger.verify(trusted)
+    if as_json:
+        problem = report.problem
+        _print_json(
+            {
+                "ok": report.ok,
+                "entries_checked": report.entries,
+                "head": {"seq": report.head_seq, "hash": report.head_hash},
+                "key_ids": list(report.key_ids),
+                "problem": None if problem is None else {"seq": problem.seq, "message": problem.message},
+            }
+        )
+    elif report.problem is None:
+        trust = "the given public key(s)" if trusted else "the ledger's own key table"
+        console.print(
+            f"[green]ok[/]: {report.entries} entries verified against {trust}; "
+            f"head {report.head_seq}:{report.head_hash}",
+            highlight=False,
+        )
+    else:
+        console.print(
+            f"[bold red]broken[/] at entry {report.problem.seq}: {report.problem.message} "
+            f"({report.entries} entries before it are intact)",
+            highlight=False,
+        )
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def show(commit: str, config: ConfigOpt = None, url: UrlOpt = None, as_json: JsonOpt = False) -> None:
+    """Every verdict recorded for a commit (a prefix of at least 4 hex digits will do)."""
+    with _open(config, url) as ledger:
+        found = ledger.find(commit)
+        if not found:
+            raise LedgerError(f"{ledger.where}: no evaluation of commit {commit}")
+    if as_json:
+        _print_json([evaluation_dict(ev) for ev in found])
+        return
+    for ev in found:
+        facts = Table.grid(padding=(0, 2))
+        for name, value in (
+            ("commit", ev.commit_sha),
+            ("repo / PR", f"{ev.repo}" + (f" #{ev.pr}" if ev.pr else "")),
+            ("author", ev.author),
+            ("label", ev.label or "-"),
+            ("status", ev.status),
+            ("reasons", "; ".join(json.loads(ev.reasons)) or "-"),
+            ("frontier", ev.frontier_commit or "-"),
+            ("GPU", f"{ev.gpu} ({ev.gpu_class}), basket {ev.basket}"),
+            ("evaluated", f"{_when(ev.started_at)} → {_when(ev.finished_at)} UTC"),
+            ("evalbot / policy", f"{ev.evalbot_version} / {ev.policy_hash}"),
+            ("entry", f"{ev.seq}  hash {ev.entry.entry_hash}  key {ev.entry.key_id}"),
+        ):
+            facts.add_row(f"[bold]{name}[/]", str(value))
+        console.print(facts)
+        table = Table("model", "gates", "tok/s", "frontier tok/s", "speedup", "95% CI")
+        for m in ev.measurements:
+            ci = "-" if m.speedup_ci_low is None else f"{m.speedup_ci_low:.3f} … {m.speedup_ci_high:.3f}"
+            table.add_row(
+                m.model,
+                "pass" if m.gates_passed else "[red]fail[/]",
+                "-" if m.tokens_per_s is None else f"{m.tokens_per_s:.1f}",
+                "-" if m.frontier_tokens_per_s is None else f"{m.frontier_tokens_per_s:.1f}",
+                "-" if m.speedup is None else f"{m.speedup:.3f}×",
+                ci,
+            )
+        console.print(table)
+
+
+@app.command()
+def frontier(
+    config: ConfigOpt = None,
+    url: UrlOpt = None,
+    history: Annotated[
+        bool, typer.Option("--history", help="Every advance, not just the current frontier.")
+    ] = False,
+    basket: Annotated[str | None, typer.Option(help="Only this model basket.")] = None,
+    gpu_class: Annotated[str | None, typer.Option("--gpu-class", help="Only this GPU class.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The current frontier per (basket, GPU class), or with --history who moved it, when, by how much."""
+    with _open(config, url) as ledger:
+        if history:
+            rows = ledger.frontier_history(basket=basket, gpu_class=gpu_class)
+        else:
+            rows = [
+                f
+                for f in ledger.frontiers()
+                if (basket is None or f.basket == basket) and (gpu_class is None or f.gpu_class == gpu_class)
+            ]
+    if as_json:
+        _print_json([advance_dict(a) for a in rows])
+        return
+    table = Table("when (UTC)", "basket", "GPU class", "commit", "author", "Δ", "previous", title="frontier")
+    for a in rows:
+        table.add_row(
+            _when(a.advanced_at),
+            a.basket,
+            a.gpu_class,
+            _short(a.commit_sha),
+            a.author,
+            f"{a.delta * 100:+.2f}%",
+            _short(a.previous_commit),
+        )
+    console.print(table if rows else "no frontier recorded yet")
+
+
+def _since(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise EvalbotError(
+            f"--since: expected a date or ISO timestamp (2025-01-31[T12:00]), got {value!r}"
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@app.command()
+def history(
+    config: ConfigOpt = None,
+    url: UrlOpt = None,
+    author: Annotated[str | None, typer.Option(help="Only this author's verdicts.")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Only verdicts finished at or after this date (UTC).")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=0, help="At most this many, newest first (0: all).")] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """Verdicts, newest first."""
+    with _open(config, url) as ledger:
+        rows = ledger.history(author=author, since=_since(since), limit=limit or None)
+    if as_json:
+        _print_json([evaluation_dict(ev) for ev in rows])
+        return
+    table = Table("finished (UTC)", "PR", "commit", "author", "label", "speedups", title="verdicts")
+    for ev in rows:
+        speedups = ", ".join(f"{m.model} {m.speedup:.3f}×" for m in ev.measurements if m.speedup is not None)
+        table.add_row(
+            _when(ev.finished_at),
+            f"{ev.repo}" + (f" #{ev.pr}" if ev.pr else ""),
+            _short(ev.commit_sha),
+            ev.author,
+            ev.label or ev.status,
+            speedups or "-",
+        )
+    console.print(table if rows else "no verdicts match")
+
+
+@app.command("export")
+def export_command(
+    fmt: Annotated[str, typer.Option("--format", help=f"One of: {', '.join(FORMATS)}.")],
+    config: ConfigOpt = None,
+    url: UrlOpt = None,
+    table: Annotated[str, typer.Option(help=f"One of: {', '.join(TABLES)}.")] = "evaluations",
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Output file (default: stdout; parquet needs one).")
+    ] = None,
+) -> None:
+    """Export a table (JSON: one array of row objects; timestamps in UTC)."""
+    with _open(config, url) as ledger:
+        rows = export(ledger.engine, ledger.where, table, fmt, out)
+    if out is not None:
+        console.print(f"{rows} rows of {table} written to {out}")
+
+
+@app.command()
+def sql(
+    query: str,
+    config: ConfigOpt = None,
+    url: UrlOpt = None,
+    limit: Annotated[int, typer.Option(min=0, help="Show at most this many rows (0: all).")] = 1000,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run one read-only SELECT against the ledger."""
+    result = run_select(_url(config, url), query, limit=limit or None)
+    if as_json:
+        _print_json([dict(zip(result.columns, row, strict=True)) for row in result.rows])
+        return
+    table = Table(*result.columns)
+    for row in result.rows:
+        table.add_row(*("NULL" if v is None else str(v) for v in row))
+    console.print(table)
+    if result.truncated:
+        console.print(f"(first {limit} rows; --limit 0 shows all)")
+
+
+@app.command()
+def site(
+    out: Annotated[Path, typer.Argument(help="Directory to write the site into.")],
+    config: ConfigOpt = None,
+    url: UrlOpt = None,
+    latest: Annotated[int, typer.Option(min=1, help="How many recent verdicts the page lists.")] = 50,
+) -> None:
+    """Write the static public site: frontier plot, advances, latest verdicts, the SQLite file."""
+    with _open(config, url) as ledger:
+        index = build_site(ledger, out, latest=latest)
+    console.print(f"site written to {index}")

@@ -1,0 +1,332 @@
+"""The ledger as the rest of evalbot uses it: open, append signed entries, query.
+
+Appends read the chain head and write the new entries and the new head in one transaction that
+holds the write lock from its first statement, so concurrent writers queue up instead of forking
+the chain, and a writer killed mid-append leaves the previous, complete chain behind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from itertools import islice
+from types import TracebackType
+from typing import Any
+
+from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy.orm import Session, joinedload, selectinload
+
+from ledger import chain, schema
+from ledger.dberrors import translated
+from ledger.engine import describe_url, make_engine, snapshot, sqlite_path, write_transaction
+from ledger.errors import (
+    FrontierConflictError,
+    LedgerError,
+    LedgerInputError,
+    LedgerOpenError,
+    SchemaVersionError,
+)
+from ledger.keys import Signer
+from ledger.models import ChainHead, Entry, Evaluation, FrontierAdvance, Measurement, SigningKey
+from ledger.records import AdvanceIn, EvaluationIn
+from ledger.verify import VerifyReport, verify_chain
+
+_HEX = frozenset("0123456789abcdef")
+
+
+class Ledger:
+    """One ledger database. Reads need no key; appends need the validator's :class:`Signer`."""
+
+    def __init__(self, engine: Engine, where: str, signer: Signer | None) -> None:
+        self.engine = engine
+        self.where = where
+        self.signer = signer
+        self._key_registered = False
+
+    @classmethod
+    def open(cls, url: str, *, signer: Signer | None = None, create: bool = False) -> Ledger:
+        """Open the ledger at ``url``; ``create`` makes a new one when the file/database is empty.
+
+        Raises :class:`LedgerOpenError` for a missing, corrupted or foreign database, and
+        :class:`SchemaVersionError` for a schema this evalbot does not read (older: migrate first).
+        """
+        where = describe_url(url)
+        path = sqlite_path(url)
+        if path is not None and not path.exists():
+            if not create:
+                raise LedgerOpenError(f"{where}: no ledger here (create one with `evalbot ledger migrate`)")
+            path.parent.mkdir(parents=True, exist_ok=True)
+        engine = make_engine(url)
+        try:
+            with translated(where), engine.connect() as conn:
+                state = schema.status(conn, where)
+            if state.state is schema.State.EMPTY:
+                if not create:
+                    raise LedgerOpenError(
+                        f"{where}: empty database, not a ledger (run `evalbot ledger migrate`)"
+                    )
+                with translated(where):
+                    schema.upgrade(engine, where)
+            elif state.state is schema.State.OLDER:
+                raise SchemaVersionError(
+                    f"{where}: ledger schema is at revision {state.revision}, this evalbot needs "
+                    f"{state.head}; run `evalbot ledger migrate`"
+                )
+        except BaseException:
+            engine.dispose()
+            raise
+        return cls(engine, where, signer)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.close()
+
+    # -- appending -------------------------------------------------------------------------------
+
+    def record_evaluation(self, evaluation: EvaluationIn) -> Evaluation:
+        """Append one verdict; returns the stored row with its measurements and chain entry."""
+        (seq,) = self._append_evaluations([evaluation])
+        found = self.evaluation(seq)
+        assert found is not None
+        return found
+
+    def record_evaluations(self, evaluations: Iterable[EvaluationIn], *, batch_size: int = 5000) -> int:
+        """Append many verdicts, ``batch_size`` per transaction; returns how many were appended."""
+        count = 0
+        iterator = iter(evaluations)
+        while batch := list(islice(iterator, batch_size)):
+            count += len(self._append_evaluations(batch))
+        return count
+
+    def record_frontier_advance(self, advance: AdvanceIn) -> FrontierAdvance:
+        """Append a frontier advance; refused if ``advance.previous_commit`` is no longer the frontier."""
+        columns = advance.columns()
+        with translated(self.where), write_transaction(self.engine) as conn:
+            current = conn.execute(
+                select(FrontierAdvance.commit_sha)
+                .where(
+                    FrontierAdvance.basket == columns["basket"],
+                    FrontierAdvance.gpu_class == columns["gpu_class"],
+                )
+                .order_by(FrontierAdvance.seq.desc())
+                .limit(1)
+            ).scalar_one_or_none()
+            if current != columns["previous_commit"]:
+                raise FrontierConflictError(
+                    f"frontier of {columns['basket']} on {columns['gpu_class']} is {current or 'not set'}, "
+                    f"not {columns['previous_commit'] or 'not set'}: re-measure against the current frontier"
+                )
+            if columns["evaluation_seq"] is not None:
+                kind = conn.execute(
+                    select(Entry.kind).where(Entry.seq == columns["evaluation_seq"])
+                ).scalar_one_or_none()
+                if kind != chain.EVALUATION:
+                    raise LedgerInputError(
+                        f"evaluation_seq: entry {columns['evaluation_seq']} is not an evaluation"
+                    )
+            seq = self._append(conn, chain.FRONTIER_ADVANCE, [(chain.advance_content(columns), columns, [])])[
+                0
+            ]
+        found = self._one(select(FrontierAdvance).where(FrontierAdvance.seq == seq))
+        assert found is not None
+        return found
+
+    def _append_evaluations(self, evaluations: Sequence[EvaluationIn]) -> list[int]:
+        prepared = []
+        for evaluation in evaluations:
+            columns, measurements = evaluation.columns()
+            prepared.append((chain.evaluation_content(columns, measurements), columns, measurements))
+        with translated(self.where), write_transaction(self.engine) as conn:
+            return self._append(conn, chain.EVALUATION, prepared)
+
+    def _append(
+        self,
+        conn: Connection,
+        kind: str,
+        prepared: Sequence[tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]],
+    ) -> list[int]:
+        """Chain, sign and insert records inside the caller's write transaction; returns their seqs."""
+        signer = self._require_signer()
+        self._register_key(conn, signer)
+        # FOR UPDATE is PostgreSQL's lock on the head; SQLite's BEGIN IMMEDIATE already holds the file.
+        head = conn.execute(
+            select(ChainHead.seq, ChainHead.entry_hash).where(ChainHead.id == 1).with_for_update()
+        ).one()
+        seq, prev = head.seq, head.entry_hash
+        entries, records, children, seqs = [], [], [], []
+        for content, columns, measurements in prepared:
+            seq += 1
+            recorded_at = datetime.now(UTC)
+            digest = chain.content_hash(content)
+            link = chain.entry_hash(
+                seq=seq,
+                kind=kind,
+                recorded_at=recorded_at,
+                key_id=signer.key_id,
+                content_hash=digest,
+                prev_hash=prev,
+            )
+            entries.append(
+                {
+                    "seq": seq,
+                    "kind": kind,
+                    "recorded_at": recorded_at,
+                    "key_id": signer.key_id,
+                    "content_hash": digest,
+                    "prev_hash": prev,
+                    "entry_hash": link,
+                    "signature": signer.sign(chain.entry_message(link)),
+                }
+            )
+            records.append({**columns, "seq": seq})
+            children.extend({**m, "evaluation_seq": seq} for m in measurements)
+            seqs.append(seq)
+            prev = link
+        conn.execute(insert(Entry), entries)
+        conn.execute(insert(Evaluation if kind == chain.EVALUATION else FrontierAdvance), records)
+        if children:
+            conn.execute(insert(Measurement), children)
+        conn.execute(
+            update(ChainHead)
+            .where(ChainHead.id == 1)
+            .values(
+                seq=seq,
+                entry_hash=prev,
+                key_id=signer.key_id,
+                signature=signer.sign(chain.head_message(seq, prev)),
+            )
+        )
+        return seqs
+
+    def _require_signer(self) -> Signer:
+        if self.signer is None:
+            raise LedgerError(f"{self.where}: no signing key loaded; appending needs [ledger] signing_key")
+        return self.signer
+
+    def _register_key(self, conn: Connection, signer: Signer) -> None:
+        if self._key_registered:
+            return
+        stored = conn.execute(
+            select(SigningKey.public_key).where(SigningKey.key_id == signer.key_id)
+        ).scalar_one_or_none()
+        if stored is None:
+            conn.execute(
+                insert(SigningKey).values(
+                    key_id=signer.key_id, public_key=signer.public_hex, added_at=datetime.now(UTC)
+                )
+            )
+        elif stored != signer.public_hex:
+            raise LedgerError(
+                f"{self.where}: key id {signer.key_id} is registered with a different public key"
+            )
+        self._key_registered = True
+
+    # -- queries ---------------------------------------------------------------------------------
+
+    def _all(self, statement: Any) -> list[Any]:
+        with translated(self.where), Session(self.engine, expire_on_commit=False) as session:
+            return list(session.scalars(statement).unique())
+
+    def _one(self, statement: Any) -> Any:
+        rows = self._all(statement)
+        return rows[0] if rows else None
+
+    @staticmethod
+    def _evaluations() -> Any:
+        return select(Evaluation).options(selectinload(Evaluation.measurements), joinedload(Evaluation.entry))
+
+    def evaluation(self, seq: int) -> Evaluation | None:
+        return self._one(self._evaluations().where(Evaluation.seq == seq))
+
+    def find(self, commit: str) -> list[Evaluation]:
+        """Every evaluation of a commit, oldest first; ``commit`` may be an abbreviated id (≥ 4 digits)."""
+        prefix = commit.strip().lower()
+        if len(prefix) < 4 or len(prefix) > 64 or not set(prefix) <= _HEX:
+            raise LedgerInputError(f"commit: expected 4 to 64 hex digits, got {commit!r}")
+        # A range instead of LIKE: it uses the commit index on every backend ('g' sorts after 'f').
+        return self._all(
+            self._evaluations()
+            .where(Evaluation.commit_sha >= prefix, Evaluation.commit_sha < prefix + "g")
+            .order_by(Evaluation.seq)
+        )
+
+    def history(
+        self, *, author: str | None = None, since: datetime | None = None, limit: int | None = None
+    ) -> list[Evaluation]:
+        """Evaluations newest first, optionally by one author and/or finished at or after ``since``."""
+        statement = self._evaluations().order_by(Evaluation.finished_at.desc(), Evaluation.seq.desc())
+        if author is not None:
+            statement = statement.where(Evaluation.author == author)
+        if since is not None:
+            if since.tzinfo is None:
+                raise LedgerInputError(f"since: timestamp has no time zone ({since.isoformat()})")
+            statement = statement.where(Evaluation.finished_at >= since)
+        if limit is not None:
+            statement = statement.limit(limit)
+        return self._all(statement)
+
+    @staticmethod
+    def _advances() -> Any:
+        return select(FrontierAdvance).options(joinedload(FrontierAdvance.entry))
+
+    def frontier(self, basket: str, gpu_class: str) -> FrontierAdvance | None:
+        """The advance that set the current frontier of (basket, GPU class); None before the first."""
+        return self._one(
+            self._advances()
+            .where(FrontierAdvance.basket == basket, FrontierAdvance.gpu_class == gpu_class)
+            .order_by(FrontierAdvance.seq.desc())
+            .limit(1)
+        )
+
+    def frontiers(self) -> list[FrontierAdvance]:
+        """The current frontier of every (basket, GPU class) that has one."""
+        newest = (
+            select(func.max(FrontierAdvance.seq))
+            .group_by(FrontierAdvance.basket, FrontierAdvance.gpu_class)
+            .scalar_subquery()
+        )
+        return self._all(
+            self._advances()
+            .where(FrontierAdvance.seq.in_(newest))
+            .order_by(FrontierAdvance.basket, FrontierAdvance.gpu_class)
+        )
+
+    def frontier_history(
+        self, *, basket: str | None = None, gpu_class: str | None = None
+    ) -> list[FrontierAdvance]:
+        """Every advance, oldest first."""
+        statement = self._advances().order_by(FrontierAdvance.seq)
+        if basket is not None:
+            statement = statement.where(FrontierAdvance.basket == basket)
+        if gpu_class is not None:
+            statement = statement.where(FrontierAdvance.gpu_class == gpu_class)
+        return self._all(statement)
+
+    def head(self) -> tuple[int, str]:
+        """(seq, hash) of the newest entry: what an auditor compares with a published copy."""
+        with translated(self.where), self.engine.connect() as conn:
+            row = conn.execute(
+                select(ChainHead.seq, ChainHead.entry_hash).where(ChainHead.id == 1)
+            ).one_or_none()
+        if row is None:
+            raise LedgerError(f"{self.where}: the chain head row is missing")
+        return row.seq, row.entry_hash
+
+    def signing_keys(self) -> list[SigningKey]:
+        """Every key that has signed entries (public halves only)."""
+        return self._all(select(SigningKey).order_by(SigningKey.added_at, SigningKey.key_id))
+
+    def count(self) -> int:
+        """How many evaluations the ledger holds."""
+        with translated(self.where), self.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(Evaluation)).scalar_one()
+
+    def verify(self, pubkeys: Sequence[str] | None = None) -> VerifyReport:
+        """Re-derive every hash and check every signature; see :func:`ledger.verify.verify_chain`."""
+        with translated(self.where), snapshot(self.engine) as conn:
+            return verify_chain(conn, pubkeys=pubkeys)

@@ -1,0 +1,199 @@
+"""The public static site: one HTML page, the frontier plot, the SQLite file and the public keys.
+
+Every string shown comes from pull requests (authors, reasons, …), so all of it is HTML-escaped;
+the page has no scripts and loads nothing from elsewhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import sqlite3
+from collections import defaultdict
+from contextlib import closing
+from datetime import UTC, datetime
+from pathlib import Path
+
+# The Figure API (not pyplot): no global state and no GUI backend on a headless validator box.
+from matplotlib.figure import Figure
+
+from ledger.api import Ledger
+from ledger.engine import sqlite_path
+from ledger.models import Evaluation, FrontierAdvance
+
+DB_NAME = "ledger.sqlite"
+PLOT_NAME = "frontier.png"
+
+_CSS = """
+body { font: 14px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 70rem; color: #1a1a1a; }
+h1 { margin-bottom: .2rem; } .sub { color: #555; margin-top: 0; }
+table { border-collapse: collapse; width: 100%; margin: .5rem 0 1.5rem; }
+th, td { border-bottom: 1px solid #ddd; padding: .3rem .5rem; text-align: left; vertical-align: top; }
+th { background: #f3f3f3; } code { font-size: 12px; } .num { text-align: right; }
+.label { font-weight: 600; } .REJECT { color: #b00020; } .none { color: #777; }
+img.plot { max-width: 100%; border: 1px solid #ddd; }
+"""
+
+
+def _e(value: object) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def _short(sha: str | None) -> str:
+    return "—" if sha is None else f'<code title="{_e(sha)}">{_e(sha[:12])}</code>'
+
+
+def _when(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _plot(advances: list[FrontierAdvance], path: Path) -> None:
+    """Cumulative speedup of each (basket, GPU class) frontier over its first recorded frontier."""
+    series: dict[tuple[str, str], tuple[list[datetime], list[float]]] = defaultdict(lambda: ([], []))
+    for advance in advances:
+        times, levels = series[(advance.basket, advance.gpu_class)]
+        times.append(advance.advanced_at)
+        levels.append((levels[-1] if levels else 1.0) * (1.0 + advance.delta))
+    fig = Figure(figsize=(9, 3.6), dpi=100)
+    ax = fig.subplots()
+    for (basket, gpu_class), (times, levels) in sorted(series.items()):
+        ax.step(times, levels, where="post", marker="o", linewidth=2, label=f"{basket} · {gpu_class}")
+    ax.set_ylabel("decode speed vs. first frontier (×)")
+    ax.set_title("Frontier over time")
+    ax.grid(alpha=0.3)
+    if series:
+        ax.legend(loc="upper left")
+    else:
+        ax.text(0.5, 0.5, "no frontier advances yet", ha="center", va="center", transform=ax.transAxes)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def _copy_sqlite(source: Path, target: Path) -> str:
+    """A consistent single-file copy (online backup, no WAL sidecar) and its SHA-256."""
+    target.unlink(missing_ok=True)
+    with (
+        closing(sqlite3.connect(f"file:{source}?mode=ro", uri=True)) as src,
+        closing(sqlite3.connect(target)) as dst,
+    ):
+        src.backup(dst)
+        dst.execute("PRAGMA journal_mode = DELETE")
+    return hashlib.sha256(target.read_bytes()).hexdigest()
+
+
+def _tr(row_class: str, cells: list[str | tuple[str, str]]) -> str:
+    """A table row; a cell is its (already escaped) HTML, or (cell class, HTML)."""
+    tds = "".join(f"<td>{c}</td>" if isinstance(c, str) else f'<td class="{c[0]}">{c[1]}</td>' for c in cells)
+    return f'<tr class="{row_class}">{tds}</tr>'
+
+
+def _advance_rows(advances: list[FrontierAdvance]) -> str:
+    return "\n".join(
+        _tr(
+            "advance",
+            [
+                _when(a.advanced_at),
+                _e(a.basket),
+                _e(a.gpu_class),
+                _short(a.commit_sha),
+                _e(a.author),
+                ("num", f"{a.delta * 100:+.2f}%"),
+                _short(a.previous_commit),
+            ],
+        )
+        for a in reversed(advances)
+    )
+
+
+def _verdict_rows(evaluations: list[Evaluation]) -> str:
+    rows = []
+    for ev in evaluations:
+        speedups = ", ".join(
+            f"{_e(m.model)} {m.speedup:.3f}×" for m in ev.measurements if m.speedup is not None
+        )
+        label = _e(ev.label or ev.status)
+        cells: list[str | tuple[str, str]] = [
+            _when(ev.finished_at),
+            _e(ev.repo) + (f" #{ev.pr}" if ev.pr is not None else ""),
+            _short(ev.commit_sha),
+            _e(ev.author),
+            (f"label {label}", label),
+            speedups or "—",
+            _e("; ".join(json.loads(ev.reasons))),
+        ]
+        rows.append(_tr("verdict", cells))
+    return "\n".join(rows)
+
+
+def _frontier_rows(frontiers: list[FrontierAdvance]) -> str:
+    return "\n".join(
+        _tr(
+            "frontier",
+            [_e(f.basket), _e(f.gpu_class), _short(f.commit_sha), _e(f.author), _when(f.advanced_at)],
+        )
+        for f in frontiers
+    )
+
+
+def build_site(ledger: Ledger, out: Path, *, latest: int = 50) -> Path:
+    """Write the site into ``out`` (created if needed); returns the page's path."""
+    out.mkdir(parents=True, exist_ok=True)
+    advances = ledger.frontier_history()
+    evaluations = ledger.history(limit=latest)
+    frontiers = ledger.frontiers()
+    head_seq, head_hash = ledger.head()
+    _plot(advances, out / PLOT_NAME)
+
+    keys_dir = out / "keys"
+    keys_dir.mkdir(exist_ok=True)
+    key_items = []
+    for key in ledger.signing_keys():
+        (keys_dir / f"{key.key_id}.pub").write_text(key.public_key + "\n", encoding="ascii")
+        key_items.append(f'<li><a href="keys/{_e(key.key_id)}.pub"><code>{_e(key.key_id)}</code></a></li>')
+
+    source = sqlite_path(str(ledger.engine.url))
+    if source is not None:
+        digest = _copy_sqlite(source, out / DB_NAME)
+        download = (
+            f'<a id="download" href="{DB_NAME}" download>Download the ledger ({DB_NAME})</a> '
+            f"· SHA-256 <code>{digest}</code>"
+        )
+    else:
+        download = "This ledger is kept in a database server; ask its validator for an export."
+
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>evalbot ledger</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"><style>{_CSS}</style></head>
+<body>
+<h1>evalbot ledger</h1>
+<p class="sub">Generated {_when(datetime.now(UTC))} · {ledger.count()} evaluations ·
+chain head <code id="head">{head_seq}:{_e(head_hash)}</code></p>
+<p>{download}</p>
+<h2>Frontier over time</h2>
+<img class="plot" src="{PLOT_NAME}" alt="frontier speedup over time" width="900" height="360">
+<h2>Current frontier</h2>
+<table id="frontier"><tr><th>basket</th><th>GPU class</th><th>commit</th><th>author</th><th>since</th></tr>
+{_frontier_rows(frontiers)}
+</table>
+<h2>Frontier advances</h2>
+<table id="advances"><tr><th>when</th><th>basket</th><th>GPU class</th><th>commit</th><th>author</th>
+<th class="num">Δ</th><th>previous frontier</th></tr>
+{_advance_rows(advances)}
+</table>
+<h2>Latest verdicts</h2>
+<table id="verdicts"><tr><th>finished</th><th>PR</th><th>commit</th><th>author</th><th>label</th>
+<th>speedup per model</th><th>reasons</th></tr>
+{_verdict_rows(evaluations)}
+</table>
+<h2>Audit</h2>
+<p>Every row is hash-chained and signed. Check a downloaded copy against a published key with
+<code>evalbot ledger verify --url {DB_NAME} --pubkey keys/&lt;key id&gt;.pub</code>, and compare its
+chain head with the one above. Signing keys:</p>
+<ul id="keys">{"".join(key_items)}</ul>
+</body></html>
+"""
+    index = out / "index.html"
+    index.write_text(page, encoding="utf-8")
+    return index

@@ -1,0 +1,243 @@
+"""Audit a ledger: re-derive every hash from the stored columns and check every signature.
+
+One pass over the chain in ``seq`` order (streamed, so a million rows need no memory to speak of)
+finds the first entry that is missing, out of place, edited, or badly signed; separate queries find
+record rows that no entry vouches for (inserted behind the chain's back); the signed chain head
+catches rows removed from the end. The earliest problem by ``seq`` is reported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy import Connection, Row, select
+
+from ledger import chain
+from ledger.canonical import GENESIS_HASH
+from ledger.keys import key_id_of, public_key_from_hex, signature_valid
+from ledger.models import ChainHead, Entry, Evaluation, FrontierAdvance, Measurement, SigningKey
+
+_STREAM_ROWS = 10_000
+
+
+@dataclass(frozen=True)
+class Problem:
+    seq: int  # the chain position where the ledger first stops being trustworthy
+    message: str
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    entries: int  # how many entries were checked before the first problem (all of them if none)
+    head_seq: int
+    head_hash: str
+    key_ids: tuple[str, ...]
+    problem: Problem | None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+def _keys(
+    conn: Connection, pubkeys: Sequence[str] | None
+) -> tuple[dict[str, Ed25519PublicKey], Problem | None]:
+    """Keys entries may be signed with: the given ones only, or else the ledger's own key table."""
+    if pubkeys is not None:
+        return {key_id_of(h): public_key_from_hex(h) for h in pubkeys}, None
+    keys: dict[str, Ed25519PublicKey] = {}
+    for key_id, public_hex in conn.execute(select(SigningKey.key_id, SigningKey.public_key)):
+        try:
+            valid_id = key_id_of(public_hex) == key_id
+            keys[key_id] = public_key_from_hex(public_hex)
+        except ValueError:
+            valid_id = False
+        if not valid_id:
+            return keys, Problem(
+                0, f"signing key {key_id}: stored public key does not match its id (replaced?)"
+            )
+    return keys, None
+
+
+def _stream(conn: Connection, statement: Any) -> Iterator[Row[Any]]:
+    yield from conn.execution_options(yield_per=_STREAM_ROWS).execute(statement)
+
+
+def _orphans(conn: Connection) -> Problem | None:
+    """The first record row whose seq has no entry of the matching kind."""
+    found: list[Problem] = []
+    for model, kind in ((Evaluation, chain.EVALUATION), (FrontierAdvance, chain.FRONTIER_ADVANCE)):
+        seq = conn.execute(
+            select(model.seq)
+            .outerjoin(Entry, Entry.seq == model.seq)
+            .where((Entry.seq.is_(None)) | (Entry.kind != kind))
+            .order_by(model.seq)
+            .limit(1)
+        ).scalar_one_or_none()
+        if seq is not None:
+            found.append(
+                Problem(seq, f"{model.__tablename__} row {seq} has no {kind} entry in the chain (inserted?)")
+            )
+    return min(found, key=lambda p: p.seq, default=None)
+
+
+class _Measurements:
+    """Merges the measurement stream (ordered by evaluation) into the entry stream."""
+
+    def __init__(self, rows: Iterator[Row[Any]]) -> None:
+        self._rows = rows
+        self._next: Row[Any] | None = next(rows, None)
+
+    def take(self, seq: int) -> tuple[list[Mapping[str, Any]], int | None]:
+        """Measurements of evaluation ``seq``, and the seq of any earlier rows nothing claimed."""
+        stray = None
+        while self._next is not None and self._next.evaluation_seq < seq:
+            stray = stray if stray is not None else self._next.evaluation_seq
+            self._next = next(self._rows, None)
+        taken: list[Mapping[str, Any]] = []
+        while self._next is not None and self._next.evaluation_seq == seq:
+            taken.append(self._next._mapping)
+            self._next = next(self._rows, None)
+        return taken, stray
+
+    def leftover(self) -> int | None:
+        return None if self._next is None else self._next.evaluation_seq
+
+
+def _check_entry(
+    entry: Mapping[str, Any],
+    record: Mapping[str, Any] | None,
+    measurements: list[Mapping[str, Any]],
+    prev: str,
+    keys: Mapping[str, Ed25519PublicKey],
+) -> str | None:
+    seq, kind = entry["seq"], entry["kind"]
+    if kind not in chain.KINDS:
+        return f"entry {seq} has unknown kind {kind!r}"
+    if record is None:
+        return f"entry {seq} ({kind}) has lost its {kind.replace('_', ' ')} row (deleted?)"
+    content = (
+        chain.evaluation_content(record, measurements)
+        if kind == chain.EVALUATION
+        else chain.advance_content(record)
+    )
+    if chain.content_hash(content) != entry["content_hash"]:
+        what = f"commit {record['commit_sha'][:12]}"
+        return f"entry {seq} ({kind}, {what}): stored content does not match its hash (edited?)"
+    if entry["prev_hash"] != prev:
+        return f"entry {seq} does not link to the entry before it (rows removed, reordered or inserted)"
+    link = chain.entry_hash(
+        seq=seq,
+        kind=kind,
+        recorded_at=entry["recorded_at"],
+        key_id=entry["key_id"],
+        content_hash=entry["content_hash"],
+        prev_hash=entry["prev_hash"],
+    )
+    if link != entry["entry_hash"]:
+        return f"entry {seq}: its chain fields do not match its hash (edited?)"
+    key = keys.get(entry["key_id"])
+    if key is None:
+        return f"entry {seq} is signed by key {entry['key_id']}, which is not a trusted key"
+    if not signature_valid(key, entry["signature"], chain.entry_message(link)):
+        return f"entry {seq}: bad signature (key {entry['key_id']})"
+    return None
+
+
+def _head_problem(
+    conn: Connection, checked: int, last_hash: str, keys: Mapping[str, Ed25519PublicKey]
+) -> Problem | None:
+    head_row = conn.execute(select(ChainHead.__table__).where(ChainHead.id == 1)).one_or_none()
+    if head_row is None:
+        return Problem(
+            checked + 1, "the chain head row is missing (cannot tell whether entries were removed)"
+        )
+    if head_row.seq != checked or head_row.entry_hash != last_hash:
+        return Problem(
+            min(head_row.seq, checked) + 1,
+            f"the signed chain head says {head_row.seq} entries, the chain has {checked} "
+            "(entries removed from the end, or added without the key)",
+        )
+    if checked == 0:
+        return (
+            None
+            if head_row.entry_hash == GENESIS_HASH
+            else Problem(1, "chain head of an empty chain is not genesis")
+        )
+    key = keys.get(head_row.key_id or "")
+    if key is None or not signature_valid(
+        key, head_row.signature or "", chain.head_message(head_row.seq, last_hash)
+    ):
+        return Problem(checked, "bad signature on the chain head")
+    return None
+
+
+def verify_chain(conn: Connection, *, pubkeys: Sequence[str] | None = None) -> VerifyReport:
+    """Check the whole ledger inside ``conn``'s (snapshot) transaction.
+
+    ``pubkeys`` (raw hex) restricts trust to those keys; without it, the ledger's own key table is
+    trusted, which proves internal consistency but not who wrote it.
+    """
+    keys, problem = _keys(conn, pubkeys)
+    ev, adv = Evaluation.__table__.c, FrontierAdvance.__table__.c
+    statement = (
+        select(Entry.__table__, *[c.label(f"e_{c.name}") for c in ev], *[c.label(f"a_{c.name}") for c in adv])
+        .outerjoin(Evaluation, Evaluation.seq == Entry.seq)
+        .outerjoin(FrontierAdvance, FrontierAdvance.seq == Entry.seq)
+        .order_by(Entry.seq)
+    )
+    measurements = _Measurements(
+        _stream(conn, select(Measurement).order_by(Measurement.evaluation_seq, Measurement.model))
+    )
+    ev_fields = [(c.name, f"e_{c.name}") for c in ev]
+    adv_fields = [(c.name, f"a_{c.name}") for c in adv]
+
+    checked, prev = 0, GENESIS_HASH
+    for row in _stream(conn, statement) if problem is None else ():
+        entry = row._mapping
+        seq = entry["seq"]
+        if seq != checked + 1:
+            problem = Problem(checked + 1, f"entry {checked + 1} is missing (the next entry is {seq})")
+            break
+        is_evaluation = entry["kind"] == chain.EVALUATION
+        own, other = (ev_fields, adv_fields) if is_evaluation else (adv_fields, ev_fields)
+        if entry[other[0][1]] is not None:
+            problem = Problem(
+                seq, f"entry {seq} ({entry['kind']}) also has a row in the other record table (inserted?)"
+            )
+            break
+        record = None if entry[own[0][1]] is None else {name: entry[label] for name, label in own}
+        taken, stray = measurements.take(seq)
+        if not is_evaluation and taken and stray is None:
+            stray = seq
+        if stray is not None:
+            problem = Problem(
+                stray, f"measurement rows for {stray}, which is not an evaluation entry (inserted?)"
+            )
+            break
+        message = _check_entry(entry, record, taken, prev, keys)
+        if message is not None:
+            problem = Problem(seq, message)
+            break
+        checked, prev = seq, entry["entry_hash"]
+
+    if problem is None and (stray := measurements.leftover()) is not None:
+        problem = Problem(
+            stray, f"measurement rows for {stray}, which is not an evaluation entry (inserted?)"
+        )
+    if problem is None:
+        problem = _head_problem(conn, checked, prev, keys)
+    orphan = _orphans(conn)
+    if orphan is not None and (problem is None or orphan.seq < problem.seq):
+        problem = orphan
+    head = conn.execute(select(ChainHead.seq, ChainHead.entry_hash).where(ChainHead.id == 1)).one_or_none()
+    return VerifyReport(
+        entries=checked,
+        head_seq=head.seq if head else 0,
+        head_hash=head.entry_hash if head else "",
+        key_ids=tuple(sorted(keys)),
+        problem=problem,
+    )
