@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -133,7 +134,9 @@ def verify(
             highlight=False,
         )
     if not report.ok:
-        raise typer.Exit(1)
+        # SystemExit rather than typer.Exit: evalbot.cli.main runs click with standalone_mode=False,
+        # which returns an Exit's code instead of exiting with it.
+        sys.exit(1)
 
 
 @app.command()
