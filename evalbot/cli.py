@@ -6,8 +6,10 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from evalbot.errors import EvalbotError
+from reference_runtime.errors import ReferenceRuntimeError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Build, check and score CUDA kernel PRs.")
 err_console = Console(stderr=True)
@@ -16,10 +18,12 @@ err_console = Console(stderr=True)
 def _mount() -> None:
     from evalbot import cli_models
     from evalbot.cli_ledger import app as ledger_app
+    from evalbot.cli_watch import watch
 
     app.add_typer(cli_models.app, name="models")
     app.add_typer(ledger_app, name="ledger")
     app.command()(cli_models.reference)
+    app.command()(watch)
 
 
 _mount()
@@ -29,8 +33,8 @@ def main() -> None:
     """Console-script entry: user errors become one red line and exit code 2, never a traceback."""
     try:
         app(standalone_mode=False)
-    except EvalbotError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    except (EvalbotError, ReferenceRuntimeError) as exc:
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except typer.Abort:
         err_console.print("aborted")

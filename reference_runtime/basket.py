@@ -25,7 +25,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from evalbot.errors import EvalbotError
+from reference_runtime.errors import ReferenceRuntimeError
 
 
 @dataclass(frozen=True)
@@ -186,18 +186,15 @@ def write_f32(spec: SyntheticSpec, path: Path, tensors: dict[str, np.ndarray] | 
 
 
 def _quantize_q4_k_m(src: Path, dst: Path) -> None:
-    try:
-        import llama_cpp
-    except ImportError:
-        raise EvalbotError(
-            "building the basket needs llama.cpp's quantizer: pip install 'evalbot[llama]'"
-        ) from None
+    from reference_runtime.llama_cpp_logits import llama_lib
+
+    llama_cpp = llama_lib()
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M
     params.nthread = 1
     rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
     if rc != 0:
-        raise EvalbotError(f"llama.cpp failed to quantize {src} (return code {rc})")
+        raise ReferenceRuntimeError(f"llama.cpp failed to quantize {src} (return code {rc})")
 
 
 def sha256_file(path: Path) -> str:
@@ -220,7 +217,7 @@ def build(models_dir: Path, keys: list[str] | None = None, *, check_pins: bool =
     built: dict[str, Path] = {}
     for key in keys or list(SPECS):
         if key not in SPECS:
-            raise EvalbotError(f"unknown basket model {key!r} (known: {', '.join(SPECS)})")
+            raise ReferenceRuntimeError(f"unknown basket model {key!r} (known: {', '.join(SPECS)})")
         target = model_path(models_dir, key)
         with tempfile.TemporaryDirectory(dir=models_dir) as tmp:
             f32, q = Path(tmp) / "f32.gguf", Path(tmp) / "q4_k_m.gguf"
@@ -230,7 +227,7 @@ def build(models_dir: Path, keys: list[str] | None = None, *, check_pins: bool =
             _quantize_q4_k_m(f32, q)
             digest = sha256_file(q)
             if check_pins and pinned.get(key) != digest:
-                raise EvalbotError(
+                raise ReferenceRuntimeError(
                     f"{key}: generated file has SHA-256 {digest}, but the pin is {pinned.get(key)}; "
                     "this llama.cpp build quantizes differently — nothing was installed"
                 )

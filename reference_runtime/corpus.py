@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from evalbot.errors import EvalbotError
+from reference_runtime.errors import ReferenceRuntimeError
 
 if TYPE_CHECKING:
     from reference_runtime.gguf_model import GGUFModel
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 BYTE_TOKENIZER = "bytes"
 
 
-class CorpusError(EvalbotError):
+class CorpusError(ReferenceRuntimeError):
     pass
 
 

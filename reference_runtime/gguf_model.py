@@ -25,8 +25,8 @@ from typing import Any, Self
 import gguf
 import numpy as np
 
-from evalbot.errors import EvalbotError
 from reference_runtime import quants
+from reference_runtime.errors import ReferenceRuntimeError
 
 VT = gguf.GGUFValueType
 
@@ -55,7 +55,7 @@ _MIN_TENSOR_INFO_BYTES = 8 + 4 + 8 + 4 + 8
 _MISSING: Any = object()
 
 
-class GGUFError(EvalbotError):
+class GGUFError(ReferenceRuntimeError):
     """A GGUF file that cannot be used; the message names the file and what is wrong, on one line."""
 
 

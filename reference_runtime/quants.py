@@ -25,7 +25,7 @@ from typing import Any
 import gguf
 import numpy as np
 
-from evalbot.errors import EvalbotError
+from reference_runtime.errors import ReferenceRuntimeError
 
 QT = gguf.GGMLQuantizationType
 
@@ -41,7 +41,7 @@ _CPU_CHUNK_ELEMENTS = 1 << 15
 _GPU_CHUNK_ELEMENTS = 1 << 24
 
 
-class DequantError(EvalbotError, ValueError):
+class DequantError(ReferenceRuntimeError, ValueError):
     """The bytes cannot be dequantized as asked (unsupported type, wrong size, bad shape)."""
 
 

@@ -18,12 +18,17 @@ from typing import Any
 import numpy as np
 
 from reference_runtime.arch import ArchConfig, LayerSpec, read_config
+from reference_runtime.errors import ReferenceRuntimeError
 from reference_runtime.gguf_model import GGUFModel
 
 # Bump when a change here can change the reference's output: it keys the reference cache.
 REFERENCE_VERSION = 1
 
 VOCAB_CHUNK = 32768  # LM-head / embedding rows dequantized at once
+
+
+class TokenError(ReferenceRuntimeError, ValueError):
+    """A token sequence the model cannot read (empty, or ids outside its vocabulary)."""
 
 
 def rms_norm(xp: Any, x: Any, weight: Any | None, eps: float) -> Any:
@@ -210,9 +215,9 @@ class Forward:
         xp = self.xp
         ids = xp.asarray(np.asarray(tokens, dtype=np.int64))
         if ids.ndim != 1 or len(ids) == 0:
-            raise ValueError("tokens must be a non-empty 1-D sequence")
+            raise TokenError("tokens must be a non-empty 1-D sequence")
         if int(ids.min()) < 0 or int(ids.max()) >= self.cfg.n_vocab:
-            raise ValueError(f"token ids must lie in [0, {self.cfg.n_vocab}); got {int(ids.min())}..{int(ids.max())}")
+            raise TokenError(f"token ids must lie in [0, {self.cfg.n_vocab}); got {int(ids.min())}..{int(ids.max())}")
         positions = xp.arange(len(ids))
         h = self.embed(ids)
         for layer in self.cfg.layers:

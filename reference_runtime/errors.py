@@ -1,0 +1,5 @@
+"""The base of every reference_runtime error worded for the user (the CLI prints it as one line)."""
+
+
+class ReferenceRuntimeError(Exception):
+    """Bad input to the model side: a GGUF file, a corpus, a token sequence, a basket model."""
