@@ -41,7 +41,7 @@ class GithubConfig:
     include_forks: bool = True
     # Transport: per-request timeout, retries of idempotent requests (5xx, 429, timeouts, secondary
     # rate limits) with exponential backoff, and PyGithub's spacing between requests / writes.
-    timeout_s: float = 15.0
+    timeout_s: int = 15  # PyGithub takes whole seconds
     retries: int = 6
     backoff_s: float = 2.0
     request_interval_s: float = 0.25

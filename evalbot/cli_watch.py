@@ -1,0 +1,88 @@
+"""``evalbot watch``: the validator daemon (see docs/poller.md)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+from evalbot.config import Config, load_config
+from evalbot.errors import EvalbotError
+from evalbot.github.client import GithubClient
+from evalbot.github.publisher import Publisher
+from evalbot.github.token import read_token
+from evalbot.pipeline import DEFAULT_EVALUATOR, load_evaluator
+from evalbot.watch import Watcher, WatchSettings
+from evalbot.watch_lock import InstanceLock, lock_path
+from ledger.queue import JobQueue
+
+
+def _logging(verbose: bool) -> None:
+    handler = RichHandler(console=Console(stderr=True), show_path=False, markup=False, rich_tracebacks=False)
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler], force=True,
+                        format="%(message)s", datefmt="[%Y-%m-%d %H:%M:%S]")
+    if not verbose:
+        # urllib3 announces every retry; our own lines already say what failed and what happens next.
+        logging.getLogger("urllib3").setLevel(logging.ERROR)
+
+
+def _settings(cfg: Config) -> WatchSettings:
+    g = cfg.github
+    if not g.repo:
+        raise EvalbotError(f"{cfg.source}: [github] repo is not set (owner/name of the kernels repository)")
+    return WatchSettings(
+        repo=g.repo, base_branch=g.base_branch, include_drafts=g.include_drafts,
+        include_forks=g.include_forks, max_attempts=g.max_attempts, poll_interval_s=g.poll_interval_s,
+    )
+
+
+def watch(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="validator TOML config")] = None,
+    once: Annotated[bool, typer.Option(help="run a single poll (evaluating what it finds), then exit")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        help="evaluate but publish nothing: no GitHub writes, no ledger rows, a throw-away queue")] = False,
+    evaluator: Annotated[str, typer.Option(help="the evaluator, as module:factory")] = DEFAULT_EVALUATOR,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False,
+) -> None:
+    """Poll GitHub for new PR heads and base-branch commits, evaluate each once, comment, label, record."""
+    from evalbot.ledger_recorder import open_recorder
+
+    cfg = load_config(config)
+    settings = _settings(cfg)
+    _logging(verbose)
+    client = GithubClient(cfg.github, read_token(cfg.github))
+    the_evaluator = load_evaluator(evaluator, cfg)
+
+    lock = None if dry_run else InstanceLock(lock_path(cfg.ledger_url, cfg.data_dir))
+    if lock is not None:
+        lock.acquire()
+    try:
+        recorder, engine = open_recorder(cfg, read_only=dry_run)
+        queue = JobQueue.in_memory() if dry_run else JobQueue(engine)
+        publisher = None if dry_run else Publisher(client, cfg.github.status_context)
+        watcher = Watcher(settings, client, queue, the_evaluator, recorder, publisher)
+
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
+            logging.getLogger("evalbot.watch").warning(
+                "%s: finishing the current step, abandoning any running evaluation",
+                signal.Signals(signum).name,
+            )
+            watcher.request_stop()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        logging.getLogger("evalbot.watch").info(
+            "watching %s (%s) every %.0f s%s", settings.repo, settings.base_branch, settings.poll_interval_s,
+            " — dry run: nothing is published" if dry_run else "",
+        )
+        ok = watcher.run(once=once)
+    finally:
+        if lock is not None:
+            lock.release()
+    raise typer.Exit(0 if ok or not once else 1)

@@ -1,0 +1,283 @@
+"""The poller's work queue, kept in the ledger database: one row per (repository, target, commit).
+
+Not part of the hash chain: these rows change state as work progresses (the append-only rules cover
+only the chained tables). The table is created by migration 0003.
+
+A row goes ``queued → running → done`` (or ``failed`` after ``max_attempts`` evaluations died, or
+``dropped`` when its PR was closed or force-pushed before it ran). Recording the verdict in the
+ledger and publishing it on GitHub are separate steps with their own timestamps, so a crash or a
+GitHub fault between them is finished later without evaluating again. A row left ``running`` by a
+process that died is re-queued at start-up (one instance per ledger holds the lock, so no other
+process can be running it).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import Engine, Integer, String, Text, UniqueConstraint, create_engine, select
+from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
+
+from ledger.models import Base, UTCDateTime
+
+
+class State(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    DROPPED = "dropped"
+
+
+class QueueRow(Base):
+    __tablename__ = "watch_queue"
+    __table_args__ = (UniqueConstraint("repo", "target", "sha", name="uq_watch_queue_target_sha"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    repo: Mapped[str] = mapped_column(String(200))
+    target: Mapped[str] = mapped_column(String(300))  # "pr/7" or "branch/main"
+    sha: Mapped[str] = mapped_column(String(40))
+    job: Mapped[str] = mapped_column(Text)  # the job's fields as JSON (what to fetch, the baseline)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    verdict: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON; None until done
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    recorded_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    publish_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    publish_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: int
+    repo: str
+    target: str
+    sha: str
+    job: dict[str, Any]
+    state: State
+    attempts: int
+    last_error: str | None
+    verdict: dict[str, Any] | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    recorded_at: datetime | None
+    published_at: datetime | None
+    publish_attempts: int
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _entry(row: QueueRow) -> Entry:
+    return Entry(
+        id=row.id,
+        repo=row.repo,
+        target=row.target,
+        sha=row.sha,
+        job=json.loads(row.job),
+        state=State(row.state),
+        attempts=row.attempts,
+        last_error=row.last_error,
+        verdict=json.loads(row.verdict) if row.verdict else None,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        recorded_at=row.recorded_at,
+        published_at=row.published_at,
+        publish_attempts=row.publish_attempts,
+    )
+
+
+class JobQueue:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def in_memory(cls) -> JobQueue:
+        """A throw-away queue (``--dry-run``: nothing the real daemon reads is touched)."""
+        engine = create_engine("sqlite://")
+        QueueRow.__table__.create(engine)
+        return cls(engine)
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        with self._sessions.begin() as session:
+            yield session
+
+    def _row(self, session: Session, entry_id: int) -> QueueRow:
+        row = session.get(QueueRow, entry_id)
+        if row is None:
+            raise KeyError(f"no queue entry {entry_id}")
+        return row
+
+    def recover(self) -> list[Entry]:
+        """Re-queue what a dead process left running; returns those entries."""
+        with self._session() as s:
+            rows = s.scalars(select(QueueRow).where(QueueRow.state == State.RUNNING)).all()
+            for row in rows:
+                row.state = State.QUEUED
+            return [_entry(r) for r in rows]
+
+    def find(self, repo: str, target: str, sha: str) -> Entry | None:
+        with self._session() as s:
+            row = s.scalars(
+                select(QueueRow).where(QueueRow.repo == repo, QueueRow.target == target, QueueRow.sha == sha)
+            ).one_or_none()
+            return _entry(row) if row else None
+
+    def enqueue(self, repo: str, target: str, sha: str, job: Mapping[str, Any]) -> tuple[Entry, bool]:
+        """Queue a commit for a target unless already known; returns (entry, created).
+
+        When the same commit already has a verdict for another target (the same SHA pushed to a
+        second PR, or merged into the base branch as is) the verdict is reused and the new entry is
+        born ``done``: a commit is evaluated once.
+        """
+        with self._session() as s:
+            existing = s.scalars(
+                select(QueueRow).where(QueueRow.repo == repo, QueueRow.target == target, QueueRow.sha == sha)
+            ).one_or_none()
+            if existing is not None and existing.state != State.DROPPED:
+                return _entry(existing), False
+            if existing is not None:  # e.g. a draft made ready again: the drop no longer holds
+                existing.state, existing.last_error = State.QUEUED, None
+                return _entry(existing), True
+            done = s.scalars(
+                select(QueueRow)
+                .where(QueueRow.repo == repo, QueueRow.sha == sha, QueueRow.state == State.DONE)
+                .order_by(QueueRow.id)
+                .limit(1)
+            ).one_or_none()
+            now = _now()
+            row = QueueRow(
+                repo=repo, target=target, sha=sha, job=json.dumps(dict(job), sort_keys=True),
+                state=State.QUEUED, attempts=0, created_at=now, publish_attempts=0,
+            )
+            if done is not None:
+                # Recording stays pending: the recorder knows the commit's evaluation is in the ledger
+                # already and adds only what this target needs (a frontier advance for the branch).
+                row.state, row.verdict, row.finished_at = State.DONE, done.verdict, now
+                row.started_at = done.started_at
+            s.add(row)
+            s.flush()
+            return _entry(row), True
+
+    def active(self) -> list[Entry]:
+        with self._session() as s:
+            rows = s.scalars(
+                select(QueueRow).where(QueueRow.state.in_([State.QUEUED, State.RUNNING])).order_by(QueueRow.id)
+            ).all()
+            return [_entry(r) for r in rows]
+
+    def next_queued(self) -> Entry | None:
+        """Base-branch commits first (they move the frontier PRs are measured against), then FIFO."""
+        with self._session() as s:
+            rows = s.scalars(
+                select(QueueRow).where(QueueRow.state == State.QUEUED).order_by(QueueRow.id)
+            ).all()
+            rows = sorted(rows, key=lambda r: (not r.target.startswith("branch/"), r.id))
+            return _entry(rows[0]) if rows else None
+
+    def start(self, entry_id: int) -> Entry:
+        with self._session() as s:
+            row = self._row(s, entry_id)
+            row.state, row.attempts, row.started_at = State.RUNNING, row.attempts + 1, _now()
+            return _entry(row)
+
+    def finish(self, entry_id: int, verdict: Mapping[str, Any]) -> Entry:
+        with self._session() as s:
+            row = self._row(s, entry_id)
+            row.state, row.verdict, row.finished_at = State.DONE, json.dumps(dict(verdict)), _now()
+            row.last_error = None
+            return _entry(row)
+
+    def fail_attempt(self, entry_id: int, error: str, max_attempts: int) -> Entry:
+        """An evaluation died: queue it again, or mark it failed once ``max_attempts`` are spent."""
+        with self._session() as s:
+            row = self._row(s, entry_id)
+            row.last_error = error
+            if row.attempts >= max_attempts:
+                row.state, row.finished_at = State.FAILED, _now()
+                row.recorded_at = row.finished_at  # nothing to record: there is no verdict
+            else:
+                row.state = State.QUEUED
+            return _entry(row)
+
+    def abandon(self, entry_id: int) -> Entry:
+        """A cancelled evaluation (shutdown) goes back to the queue; the attempt does not count."""
+        with self._session() as s:
+            row = self._row(s, entry_id)
+            row.state, row.attempts = State.QUEUED, max(row.attempts - 1, 0)
+            return _entry(row)
+
+    def drop(self, entry_id: int, reason: str) -> Entry:
+        with self._session() as s:
+            row = self._row(s, entry_id)
+            row.state, row.last_error = State.DROPPED, reason
+            return _entry(row)
+
+    def unrecorded(self) -> list[Entry]:
+        with self._session() as s:
+            rows = s.scalars(
+                select(QueueRow)
+                .where(QueueRow.state == State.DONE, QueueRow.recorded_at.is_(None))
+                .order_by(QueueRow.id)
+            ).all()
+            return [_entry(r) for r in rows]
+
+    def mark_recorded(self, entry_id: int) -> None:
+        with self._session() as s:
+            self._row(s, entry_id).recorded_at = _now()
+
+    def unpublished(self) -> list[Entry]:
+        """Results recorded but not yet on GitHub (first try, or retries after a fault)."""
+        with self._session() as s:
+            rows = s.scalars(
+                select(QueueRow)
+                .where(
+                    QueueRow.state.in_([State.DONE, State.FAILED]),
+                    QueueRow.recorded_at.is_not(None),
+                    QueueRow.published_at.is_(None),
+                )
+                .order_by(QueueRow.id)
+            ).all()
+            return [_entry(r) for r in rows]
+
+    def mark_published(self, entry_id: int) -> None:
+        with self._session() as s:
+            row = self._row(s, entry_id)
+            row.published_at, row.publish_error = _now(), None
+
+    def publish_failed(self, entry_id: int, error: str) -> Entry:
+        with self._session() as s:
+            row = self._row(s, entry_id)
+            row.publish_attempts, row.publish_error = row.publish_attempts + 1, error
+            return _entry(row)
+
+    def history(self, repo: str, target: str) -> list[Entry]:
+        """Finished entries of one target, newest first: the PR comment's history."""
+        with self._session() as s:
+            rows = s.scalars(
+                select(QueueRow)
+                .where(
+                    QueueRow.repo == repo,
+                    QueueRow.target == target,
+                    QueueRow.state.in_([State.DONE, State.FAILED]),
+                )
+                .order_by(QueueRow.finished_at.desc(), QueueRow.id.desc())
+            ).all()
+            return [_entry(r) for r in rows]
+
+    def all(self) -> list[Entry]:
+        with self._session() as s:
+            return [_entry(r) for r in s.scalars(select(QueueRow).order_by(QueueRow.id)).all()]

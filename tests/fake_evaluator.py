@@ -1,0 +1,99 @@
+"""A stand-in for the eval harness, for the poller's tests: real git fetch, scripted verdicts.
+
+It fetches the job's commit from the stand-in's repository with real git (``fetch_ref``, then the SHA
+itself if the ref has moved on), and reads the verdict from an ``EVAL`` file in that commit::
+
+    label=M
+    reason=3.1 % faster on both models
+    gate=pr1        # optional: wait until <dir>/gates/pr1 exists (tests pause mid-evaluation)
+    crash=1         # optional: raise, as an evaluator whose infrastructure failed
+
+Every start and finish is appended to ``<dir>/evaluations.log`` (``start <sha> <pid>`` /
+``done <sha> <label>``), which is how tests count evaluations, including across processes.
+``create(config)`` reads ``<dir>`` from ``EVALBOT_FAKE_EVAL_DIR``, for ``evalbot watch --evaluator``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from evalbot.pipeline import Cancelled, Job, ModelResult, Verdict
+
+
+def _git(repo: Path, *args: str) -> str:
+    done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"git {' '.join(args)}: {done.stderr.strip()}")
+    return done.stdout.strip()
+
+
+class FakeEvaluator:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.mirror = workdir / "mirror.git"
+        self.log = workdir / "evaluations.log"
+        self.gates = workdir / "gates"
+        self.gates.mkdir(parents=True, exist_ok=True)
+        if not self.mirror.exists():
+            self.mirror.mkdir(parents=True)
+            _git(self.mirror, "init", "--quiet", "--bare")
+
+    def _note(self, line: str) -> None:
+        with self.log.open("a", encoding="utf-8") as f:
+            f.write(line + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _fetch(self, job: Job) -> None:
+        _git(self.mirror, "fetch", "--quiet", "--no-tags", job.clone_url, f"+{job.fetch_ref}:refs/fetched/head")
+        if _git(self.mirror, "rev-parse", "refs/fetched/head") != job.sha:
+            _git(self.mirror, "fetch", "--quiet", "--no-tags", job.clone_url, job.sha)
+        _git(self.mirror, "cat-file", "-e", f"{job.sha}^{{commit}}")
+
+    def evaluate(self, job: Job, cancel: threading.Event) -> Verdict:
+        self._note(f"start {job.sha} {os.getpid()}")
+        self._fetch(job)
+        spec: dict[str, Any] = {}
+        for line in _git(self.mirror, "show", f"{job.sha}:EVAL").splitlines():
+            key, _, value = line.partition("=")
+            spec[key.strip()] = value.strip()
+        if spec.get("crash"):
+            raise RuntimeError(f"simulated evaluator failure for {job.sha[:12]}")
+        if gate := spec.get("gate"):
+            while not (self.gates / gate).exists():
+                if cancel.wait(0.05):
+                    self._note(f"cancelled {job.sha}")
+                    raise Cancelled(job.sha)
+        label = spec.get("label", "none")
+        reason = spec.get("reason", f"scripted {label}")
+        speedup = float(spec.get("speedup", "1.0"))
+        self._note(f"done {job.sha} {label}")
+        return Verdict(
+            label=label,
+            reasons=(reason,),
+            markdown=f"**{label}** — {reason}\n\nbaseline `{job.baseline_sha}`\n",
+            gpu="Fake GPU",
+            policy_hash="fake-policy-1",
+            document={"commit": job.sha, "baseline": job.baseline_sha, "label": label, "at": time.time()},
+            models=(
+                ModelResult("qwen3moe-tiny", label != "REJECT", 100.0 * speedup, 100.0, speedup,
+                            (speedup - 0.01, speedup + 0.01)),
+            ),
+        )
+
+
+def create(config: object) -> FakeEvaluator:
+    return FakeEvaluator(Path(os.environ["EVALBOT_FAKE_EVAL_DIR"]))
+
+
+def evaluations(workdir: Path) -> list[tuple[str, str]]:
+    """(event, sha) pairs from the log, in order."""
+    log = workdir / "evaluations.log"
+    if not log.exists():
+        return []
+    return [(parts[0], parts[1]) for parts in (line.split() for line in log.read_text().splitlines()) if parts]

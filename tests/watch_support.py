@@ -1,0 +1,114 @@
+"""A validator's world for the poller tests: the GitHub stand-in, a real ledger, a config file."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from fake_evaluator import FakeEvaluator
+from github_standin import GithubStandin
+from standin_bodies import Repo
+
+from evalbot.config import Config, load_config
+from evalbot.github.client import GithubClient
+from evalbot.github.publisher import Publisher
+from evalbot.ledger_recorder import open_recorder
+from evalbot.watch import Watcher, WatchSettings
+from ledger import Ledger
+from ledger.keys import generate
+from ledger.queue import JobQueue
+
+TOKEN = "ghp_standinSECRETtoken0123456789abcdef"
+BOT = "evalbot-validator"
+REPLAY = Path(__file__).resolve().parents[2] / "shared" / "github-replay"
+
+
+@dataclass
+class World:
+    standin: GithubStandin
+    repo: Repo
+    root: Path
+    config_path: Path
+    evaldir: Path
+
+    @property
+    def cfg(self) -> Config:
+        return load_config(self.config_path, environ={})
+
+    def client(self) -> GithubClient:
+        return GithubClient(self.cfg.github, TOKEN)
+
+    def watcher(self, dry_run: bool = False) -> Watcher:
+        cfg = self.cfg
+        g = cfg.github
+        client = GithubClient(g, TOKEN)
+        recorder, engine = open_recorder(cfg, read_only=dry_run)
+        queue = JobQueue.in_memory() if dry_run or engine is None else JobQueue(engine)
+        settings = WatchSettings(g.repo, g.base_branch, g.include_drafts, g.include_forks, g.max_attempts,
+                                 g.poll_interval_s)
+        publisher = None if dry_run else Publisher(client, g.status_context)
+        return Watcher(settings, client, queue, FakeEvaluator(self.evaldir), recorder, publisher)
+
+    def ledger(self) -> Ledger:
+        return Ledger.open(self.cfg.ledger_url)
+
+    def open_gate(self, name: str) -> None:
+        (self.evaldir / "gates" / name).touch()
+
+    def pr_branch(self, owner_repo: Repo, branch: str, label: str, **extra: str) -> str:
+        """Push a commit whose EVAL file scripts the fake evaluator's verdict."""
+        lines = [f"label={label}", *(f"{k}={v}" for k, v in extra.items())]
+        return self.standin.commit(owner_repo, branch, {"EVAL": "\n".join(lines) + "\n",
+                                                        "kernel.cu": f"// {branch} {label}\n"})
+
+
+def write_config(root: Path, api_url: str, **github: object) -> Path:
+    key = root / "keys" / "validator.pem"
+    generate(key)
+    token_file = root / "token"
+    token_file.write_text(TOKEN + "\n")
+    settings: dict[str, object] = {
+        "repo": "acme/kernels",
+        "api_url": api_url,
+        "token_file": str(token_file),
+        "poll_interval_s": 0.2,
+        "request_interval_s": 0.0,
+        "write_interval_s": 0.0,
+        "backoff_s": 0.05,
+        "retries": 6,
+        "timeout_s": 5,
+        **github,
+    }
+
+    def toml(value: object) -> str:
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, str):
+            return f'"{value}"'
+        return repr(value)
+
+    lines = ["[github]", *(f"{k} = {toml(v)}" for k, v in settings.items())]
+    lines += [
+        "[ledger]",
+        f'url = "{root / "data" / "ledger.sqlite"}"',
+        f'signing_key = "{key}"',
+        'gpu_class = "test-gpu"',
+        "[paths]",
+        f'data_dir = "{root / "data"}"',
+        f'cache_dir = "{root / "cache"}"',
+    ]
+    path = root / "validator.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@contextlib.contextmanager
+def world(root: Path, **github: object) -> Iterator[World]:
+    with GithubStandin(root / "github") as standin:
+        standin.user(BOT, token=TOKEN)
+        repo = standin.create_repo("acme", "kernels", {"README.md": "kernels\n", "EVAL": "label=none\n"})
+        evaldir = root / "eval"
+        evaldir.mkdir()
+        yield World(standin, repo, root, write_config(root, standin.api_url, **github), evaldir)
