@@ -32,6 +32,8 @@ from ledger.records import AdvanceIn, EvaluationIn
 from ledger.verify import VerifyReport, verify_chain
 
 _HEX = frozenset("0123456789abcdef")
+# What makes two evaluations the same verdict for ``record_evaluation(once=True)``.
+_SAME_VERDICT = ("repo", "commit_sha", "basket", "gpu_class", "policy_hash")
 
 
 class Ledger:
@@ -62,9 +64,7 @@ class Ledger:
                 state = schema.status(conn, where)
             if state.state is schema.State.EMPTY:
                 if not create:
-                    raise LedgerOpenError(
-                        f"{where}: empty database, not a ledger (run `evalbot ledger migrate`)"
-                    )
+                    raise LedgerOpenError(f"{where}: empty database, not a ledger (run `evalbot ledger migrate`)")
                 with translated(where):
                     schema.upgrade(engine, where)
             elif state.state is schema.State.OLDER:
@@ -88,9 +88,26 @@ class Ledger:
 
     # -- appending -------------------------------------------------------------------------------
 
-    def record_evaluation(self, evaluation: EvaluationIn) -> Evaluation:
-        """Append one verdict; returns the stored row with its measurements and chain entry."""
-        (seq,) = self._append_evaluations([evaluation])
+    def record_evaluation(self, evaluation: EvaluationIn, *, once: bool = False) -> Evaluation:
+        """Append one verdict; returns the stored row with its measurements and chain entry.
+
+        ``once``: if the commit already has a verdict for the same repo, basket, GPU class and
+        policy, return that row instead of appending, so a caller that crashed between appending
+        and noting it can simply record again. The check and the append share one transaction.
+        """
+        prepared = self._prepare([evaluation])
+        columns = prepared[0][1]
+        with translated(self.where), write_transaction(self.engine) as conn:
+            seq = None
+            if once:
+                seq = conn.execute(
+                    select(Evaluation.seq)
+                    .where(*(getattr(Evaluation, name) == columns[name] for name in _SAME_VERDICT))
+                    .order_by(Evaluation.seq)
+                    .limit(1)
+                ).scalar_one_or_none()
+            if seq is None:
+                (seq,) = self._append(conn, chain.EVALUATION, prepared)
         found = self.evaluation(seq)
         assert found is not None
         return found
@@ -100,49 +117,67 @@ class Ledger:
         count = 0
         iterator = iter(evaluations)
         while batch := list(islice(iterator, batch_size)):
-            count += len(self._append_evaluations(batch))
+            prepared = self._prepare(batch)
+            with translated(self.where), write_transaction(self.engine) as conn:
+                count += len(self._append(conn, chain.EVALUATION, prepared))
         return count
 
-    def record_frontier_advance(self, advance: AdvanceIn) -> FrontierAdvance:
-        """Append a frontier advance; refused if ``advance.previous_commit`` is no longer the frontier."""
+    def record_frontier_advance(self, advance: AdvanceIn, *, once: bool = False) -> FrontierAdvance:
+        """Append a frontier advance; refused if ``advance.previous_commit`` is no longer the frontier.
+
+        ``once``: if this very advance (same commit, same previous frontier) is already the
+        current frontier, return it instead of raising, for callers retrying after a crash.
+        """
         columns = advance.columns()
         with translated(self.where), write_transaction(self.engine) as conn:
             current = conn.execute(
-                select(FrontierAdvance.commit_sha)
+                select(FrontierAdvance.seq, FrontierAdvance.commit_sha, FrontierAdvance.previous_commit)
                 .where(
                     FrontierAdvance.basket == columns["basket"],
                     FrontierAdvance.gpu_class == columns["gpu_class"],
                 )
                 .order_by(FrontierAdvance.seq.desc())
                 .limit(1)
-            ).scalar_one_or_none()
-            if current != columns["previous_commit"]:
-                raise FrontierConflictError(
-                    f"frontier of {columns['basket']} on {columns['gpu_class']} is {current or 'not set'}, "
-                    f"not {columns['previous_commit'] or 'not set'}: re-measure against the current frontier"
-                )
-            if columns["evaluation_seq"] is not None:
-                kind = conn.execute(
-                    select(Entry.kind).where(Entry.seq == columns["evaluation_seq"])
-                ).scalar_one_or_none()
-                if kind != chain.EVALUATION:
-                    raise LedgerInputError(
-                        f"evaluation_seq: entry {columns['evaluation_seq']} is not an evaluation"
+            ).one_or_none()
+            repeated = current is not None and (current.commit_sha, current.previous_commit) == (
+                columns["commit_sha"],
+                columns["previous_commit"],
+            )
+            if once and repeated:
+                assert current is not None
+                seq = current.seq
+            else:
+                current_sha = None if current is None else current.commit_sha
+                if current_sha != columns["previous_commit"]:
+                    raise FrontierConflictError(
+                        f"frontier of {columns['basket']} on {columns['gpu_class']} is "
+                        f"{current_sha or 'not set'}, not {columns['previous_commit'] or 'not set'}: "
+                        "re-measure against the current frontier"
                     )
-            seq = self._append(conn, chain.FRONTIER_ADVANCE, [(chain.advance_content(columns), columns, [])])[
-                0
-            ]
-        found = self._one(select(FrontierAdvance).where(FrontierAdvance.seq == seq))
+                self._check_evaluation_seq(conn, columns["evaluation_seq"])
+                (seq,) = self._append(conn, chain.FRONTIER_ADVANCE, [(chain.advance_content(columns), columns, [])])
+        found = self._one(self._advances().where(FrontierAdvance.seq == seq))
         assert found is not None
         return found
 
-    def _append_evaluations(self, evaluations: Sequence[EvaluationIn]) -> list[int]:
+    @staticmethod
+    def _check_evaluation_seq(conn: Connection, seq: int | None) -> None:
+        if seq is None:
+            return
+        kind = conn.execute(select(Entry.kind).where(Entry.seq == seq)).scalar_one_or_none()
+        if kind != chain.EVALUATION:
+            raise LedgerInputError(f"evaluation_seq: entry {seq} is not an evaluation")
+
+    @staticmethod
+    def _prepare(
+        evaluations: Sequence[EvaluationIn],
+    ) -> list[tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]]:
+        """Validate and hash-ready every record before the write lock is taken."""
         prepared = []
         for evaluation in evaluations:
             columns, measurements = evaluation.columns()
             prepared.append((chain.evaluation_content(columns, measurements), columns, measurements))
-        with translated(self.where), write_transaction(self.engine) as conn:
-            return self._append(conn, chain.EVALUATION, prepared)
+        return prepared
 
     def _append(
         self,
@@ -221,9 +256,7 @@ class Ledger:
                 )
             )
         elif stored != signer.public_hex:
-            raise LedgerError(
-                f"{self.where}: key id {signer.key_id} is registered with a different public key"
-            )
+            raise LedgerError(f"{self.where}: key id {signer.key_id} is registered with a different public key")
         self._key_registered = True
 
     # -- queries ---------------------------------------------------------------------------------
@@ -296,9 +329,7 @@ class Ledger:
             .order_by(FrontierAdvance.basket, FrontierAdvance.gpu_class)
         )
 
-    def frontier_history(
-        self, *, basket: str | None = None, gpu_class: str | None = None
-    ) -> list[FrontierAdvance]:
+    def frontier_history(self, *, basket: str | None = None, gpu_class: str | None = None) -> list[FrontierAdvance]:
         """Every advance, oldest first."""
         statement = self._advances().order_by(FrontierAdvance.seq)
         if basket is not None:
@@ -310,9 +341,7 @@ class Ledger:
     def head(self) -> tuple[int, str]:
         """(seq, hash) of the newest entry: what an auditor compares with a published copy."""
         with translated(self.where), self.engine.connect() as conn:
-            row = conn.execute(
-                select(ChainHead.seq, ChainHead.entry_hash).where(ChainHead.id == 1)
-            ).one_or_none()
+            row = conn.execute(select(ChainHead.seq, ChainHead.entry_hash).where(ChainHead.id == 1)).one_or_none()
         if row is None:
             raise LedgerError(f"{self.where}: the chain head row is missing")
         return row.seq, row.entry_hash

@@ -207,3 +207,22 @@ def test_two_keys_in_one_ledger_both_verify(url: str, tmp_path: Path) -> None:
         assert ledger.verify([first.public_hex, second.public_hex]).ok
         only_first = ledger.verify([first.public_hex])
         assert only_first.problem is not None and only_first.problem.seq == 3
+
+
+def test_recording_once_is_safe_to_retry(url: str, tmp_path: Path) -> None:
+    """A caller that crashed after appending and before noting it records again: no second row."""
+    with populated(url, new_signer(tmp_path), evaluations=3) as ledger:
+        first = ledger.record_evaluation(evaluation(10), once=True)
+        again = ledger.record_evaluation(evaluation(10), once=True)
+        assert again.seq == first.seq and ledger.count() == 4
+        new_policy = dataclasses.replace(evaluation(10), policy_hash="sha256:other")
+        assert ledger.record_evaluation(new_policy, once=True).seq == first.seq + 1
+        assert ledger.record_evaluation(evaluation(10)).seq == first.seq + 2  # without once: a new verdict
+
+        step = advance(20, sha(3, "advance"), evaluation_seq=first.seq)
+        moved = ledger.record_frontier_advance(step, once=True)
+        assert ledger.record_frontier_advance(step, once=True).seq == moved.seq
+        with pytest.raises(FrontierConflictError):
+            ledger.record_frontier_advance(step)  # without once, the stale previous frontier is an error
+        assert [a.commit_sha for a in ledger.frontier_history()] == [sha(3, "advance"), sha(20, "advance")]
+        assert ledger.verify().ok
