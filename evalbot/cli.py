@@ -32,7 +32,10 @@ _mount()
 def main() -> None:
     """Console-script entry: user errors become one red line and exit code 2, never a traceback."""
     try:
-        app(standalone_mode=False)
+        # Outside standalone mode click returns a command's typer.Exit code instead of exiting.
+        result = app(standalone_mode=False)
+        if isinstance(result, int) and result:
+            sys.exit(result)
     except (EvalbotError, ReferenceRuntimeError) as exc:
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
