@@ -61,6 +61,14 @@ class _Fault:
 
 
 @dataclass
+class _Rewrite:
+    method: str
+    pattern: re.Pattern[str]
+    remaining: int
+    transform: Callable[[Any], Any]
+
+
+@dataclass
 class _Hook:
     method: str
     pattern: re.Pattern[str]
@@ -97,6 +105,7 @@ class GithubStandin:
         self.requests: list[Served] = []
         self._faults: list[_Fault] = []
         self._hooks: list[_Hook] = []
+        self._rewrites: list[_Rewrite] = []
         self.rate_limit = rate_limit
         self.remaining = rate_limit
         self.reset_at = int(time.time()) + 3600
@@ -240,6 +249,12 @@ class GithubStandin:
             self.remaining = 0
             self.reset_at = int(time.time() + seconds) + 1
 
+    def corrupt(self, transform: Callable[[Any], Any], times: int = 1, method: str = "GET",
+                path: str = ".*") -> None:
+        """Pass the next ``times`` matching 200 bodies through ``transform`` (a malformed answer)."""
+        with self._lock:
+            self._rewrites.append(_Rewrite(method, re.compile(path), times, transform))
+
     def on_request(self, action: Callable[[], None], method: str = "*", path: str = ".*",
                    once: bool = True) -> None:
         """Run ``action`` (e.g. a force-push) just before serving the next matching request."""
@@ -335,27 +350,34 @@ class GithubStandin:
             headers = self._rate_headers()
             if fault.retry_after is not None:
                 headers["Retry-After"] = str(fault.retry_after)
-            return _Reply(fault.status, Bodies.error(fault.message, fault.status), headers)
+            return _Reply(fault.status, Bodies.error(fault.message), headers)
 
         auth = h.headers.get("Authorization", "")
         user = self.tokens.get(auth.split(" ", 1)[1] if " " in auth else "")
         if user is None:
-            return _Reply(401, Bodies.error("Bad credentials", 401))
+            return _Reply(401, Bodies.error("Bad credentials"))
         if path == "/rate_limit":  # free, as on GitHub
             return _Reply(200, Bodies.rate_limit(self.rate_limit, self.remaining, self.reset_at),
                           self._rate_headers())
         if self.remaining <= 0:
             message = PRIMARY_LIMIT_MESSAGE.format(uid=user.id)
-            return _Reply(403, Bodies.error(message, 403), self._rate_headers())
+            return _Reply(403, Bodies.error(message), self._rate_headers())
 
         try:
             body = json.loads(raw) if raw else None
             reply = self._route(method, path, query, body, user)
         except HttpError as exc:
-            reply = _Reply(exc.status, Bodies.error(exc.message, exc.status))
+            reply = _Reply(exc.status, Bodies.error(exc.message))
         except (ValueError, KeyError, TypeError) as exc:
-            reply = _Reply(400, Bodies.error(f"Problems parsing JSON: {exc}", 400))
+            reply = _Reply(400, Bodies.error(f"Problems parsing JSON: {exc}"))
 
+        for rewrite in self._take(self._rewrites, method, path):
+            if reply.status < 300:
+                reply.body = rewrite.transform(json.loads(json.dumps(reply.body)))
+                rewrite.remaining -= 1
+                if rewrite.remaining <= 0:
+                    self._rewrites.remove(rewrite)
+                break
         if method == "GET" and reply.status == 200:
             etag = 'W/"' + hashlib.sha256(json.dumps(reply.body, sort_keys=True).encode()).hexdigest() + '"'
             reply.headers["ETag"] = etag
@@ -473,6 +495,7 @@ class GithubStandin:
         now = time.time()
         comment = Comment(self._next_id(), user, body["body"], now, now)
         pull.comments.append(comment)
+        pull.updated_at = self._tick()
         return _Reply(201, self.bodies.comment(pull, comment))
 
     def _edit_comment(self, repo: Repo, query: dict[str, str], body: Any, user: User, cid: str) -> _Reply:
@@ -497,6 +520,7 @@ class GithubStandin:
                 repo.labels[name] = Label(self._next_id(), name, "ededed", "")
             if name not in pull.labels:
                 pull.labels.append(name)
+                pull.updated_at = self._tick()
         return _Reply(200, [self.bodies.label(repo, repo.labels[n]) for n in pull.labels])
 
     def _remove_label(self, repo: Repo, query: dict[str, str], body: Any, user: User, number: str,
@@ -505,6 +529,7 @@ class GithubStandin:
         if name not in pull.labels:
             raise HttpError(404, "Label does not exist")
         pull.labels.remove(name)
+        pull.updated_at = self._tick()
         return _Reply(200, [self.bodies.label(repo, repo.labels[n]) for n in pull.labels])
 
     def _list_labels(self, repo: Repo, query: dict[str, str], body: Any, user: User) -> _Reply:

@@ -8,6 +8,7 @@ era (commit statuses: 2012), the stand-in answers in that recorded shape rather 
 from __future__ import annotations
 
 import base64
+import hashlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -100,9 +101,9 @@ class Bodies:
         self.api = api
         self.web = web
 
-    def user(self, u: User) -> dict[str, Any]:
+    def user(self, u: User, view_type: bool = True) -> dict[str, Any]:
         api = f"{self.api}/users/{u.login}"
-        return {
+        body = {
             "avatar_url": f"https://avatars.invalid/u/{u.id}?v=4",
             "events_url": f"{api}/events{{/privacy}}",
             "followers_url": f"{api}/followers",
@@ -121,8 +122,10 @@ class Bodies:
             "subscriptions_url": f"{api}/subscriptions",
             "type": "User",
             "url": api,
-            "user_view_type": "public",
         }
+        if view_type:  # absent from the recorded commit authors of a branch
+            body["user_view_type"] = "public"
+        return body
 
     def status_creator(self, u: User) -> dict[str, Any]:
         return {
@@ -133,7 +136,7 @@ class Bodies:
             "url": f"{self.api}/users/{u.login}",
         }
 
-    def repo(self, r: Repo, full: bool = False) -> dict[str, Any]:
+    def repo(self, r: Repo, full: bool = False, upstream: bool = False) -> dict[str, Any]:
         api = f"{self.api}/repos/{r.full_name}"
         body: dict[str, Any] = {
             "allow_forking": True,
@@ -222,16 +225,14 @@ class Bodies:
             "watchers_count": 0,
             "web_commit_signoff_required": False,
         }
+        if full or upstream:
+            body |= {"has_pull_requests": True, "pull_request_creation_policy": "all"}
         if full:
-            body |= {
-                "has_pull_requests": True,
-                "network_count": 0,
-                "pull_request_creation_policy": "all",
-                "subscribers_count": 0,
-            }
+            body |= {"network_count": 0, "subscribers_count": 0}
             if r.parent is not None:
-                body["parent"] = self.repo(r.parent)
-                body["source"] = self.repo(r.parent)
+                # GitHub nests the upstream repositories with fewer counters than the top level.
+                body["parent"] = self.repo(r.parent, upstream=True)
+                body["source"] = self.repo(r.parent, upstream=True)
         return body
 
     def label(self, repo: Repo, lab: Label) -> dict[str, Any]:
@@ -291,7 +292,8 @@ class Bodies:
             "issue_url": issue,
             "labels": [self.label(p.base, p.base.labels[name]) for name in p.labels],
             "locked": False,
-            "merge_commit_sha": None,
+            # GitHub's test merge of head into base; any stable SHA-shaped value serves here.
+            "merge_commit_sha": hashlib.sha1(f"{p.base_sha}{p.head_sha}".encode()).hexdigest(),
             "merged_at": None,
             "milestone": None,
             "node_id": node_id("PullRequest", p.id),
@@ -366,7 +368,7 @@ class Bodies:
         return {
             "_links": {"html": f"{html}/tree/{name}", "self": f"{api}/branches/{name}"},
             "commit": {
-                "author": self.user(author),
+                "author": self.user(author, view_type=False),
                 "comments_url": f"{api}/commits/{sha}/comments",
                 "commit": {
                     "author": who,
@@ -377,7 +379,7 @@ class Bodies:
                     "url": f"{api}/git/commits/{sha}",
                     "verification": {"payload": "", "reason": "unsigned", "signature": "", "verified": False},
                 },
-                "committer": self.user(author),
+                "committer": self.user(author, view_type=False),
                 "html_url": f"{html}/commit/{sha}",
                 "node_id": node_id("Commit", int(sha[:8], 16)),
                 "parents": (
@@ -420,6 +422,5 @@ class Bodies:
         }
 
     @staticmethod
-    def error(message: str, status: int) -> dict[str, Any]:
-        return {"documentation_url": "https://docs.github.com/rest", "message": message,
-                "status": str(status)}
+    def error(message: str) -> dict[str, Any]:
+        return {"documentation_url": "https://docs.github.com/rest", "message": message}

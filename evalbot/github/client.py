@@ -115,6 +115,20 @@ class GithubClient:
         self._login: str | None = None
         self._open_pulls: list[PullHead] | None = None
         self._clone_url: str | None = None
+        # A rate-limited request that gave up raised inside the transport, before PyGithub could
+        # note the response's X-RateLimit-* headers; the wait it reported is kept here instead.
+        self._blocked_until = 0.0
+
+    @contextmanager
+    def call(self, what: str) -> Iterator[None]:
+        """:func:`github_call`, also remembering a rate-limit wait for :meth:`rate_limit_wait`."""
+        try:
+            with github_call(what, self.clock):
+                yield
+        except GithubUnavailable as exc:
+            if exc.wait_s is not None:
+                self._blocked_until = max(self._blocked_until, self.clock() + exc.wait_s)
+            raise
 
     # -- conditional reads -----------------------------------------------------------------------
 
@@ -149,7 +163,7 @@ class GithubClient:
         url = f"/repos/{self.repo_name}/pulls"
         params = {"state": "open", "base": base_ref, "sort": "updated", "direction": "desc",
                   "per_page": _PER_PAGE}
-        with github_call(f"listing open pull requests of {self.repo_name}", self.clock):
+        with self.call(f"listing open pull requests of {self.repo_name}"):
             data, headers, changed = self._get(url, params)
             if not changed and self._open_pulls is not None:
                 return self._open_pulls
@@ -164,19 +178,19 @@ class GithubClient:
             return self._open_pulls
 
     def pull(self, number: int) -> PullHead:
-        with github_call(f"reading pull request #{number} of {self.repo_name}", self.clock):
+        with self.call(f"reading pull request #{number} of {self.repo_name}"):
             data, _, _ = self._get(f"/repos/{self.repo_name}/pulls/{number}")
             return parse_pull(data)
 
     def branch(self, name: str) -> BranchHead:
-        with github_call(f"reading branch {name!r} of {self.repo_name}", self.clock):
+        with self.call(f"reading branch {name!r} of {self.repo_name}"):
             data, _, _ = self._get(f"/repos/{self.repo_name}/branches/{quote(name, safe='')}")
             return parse_branch(data)
 
     def clone_url(self) -> str:
         """Where the repository's commits (and ``refs/pull/N/head``) are fetched; read once."""
         if self._clone_url is None:
-            with github_call(f"reading repository {self.repo_name}", self.clock):
+            with self.call(f"reading repository {self.repo_name}"):
                 data, _, _ = self._get(f"/repos/{self.repo_name}")
             url = data.get("clone_url") if isinstance(data, dict) else None
             if not isinstance(url, str):
@@ -185,7 +199,7 @@ class GithubClient:
         return self._clone_url
 
     def label_exists(self, name: str) -> bool:
-        with github_call(f"reading the label {name!r} of {self.repo_name}", self.clock):
+        with self.call(f"reading the label {name!r} of {self.repo_name}"):
             url = f"/repos/{self.repo_name}/labels/{quote(name, safe='')}"
             status, headers, output = self.gh.requester.requestJson("GET", url)
             if status == 404:
@@ -198,7 +212,7 @@ class GithubClient:
     def login(self) -> str:
         """The account the token belongs to (one request per process): whose comments are ours."""
         if self._login is None:
-            with github_call("reading the authenticated user", self.clock):
+            with self.call("reading the authenticated user"):
                 data, _, _ = self._get("/user")
             login = data.get("login") if isinstance(data, dict) else None
             if not isinstance(login, str):
@@ -210,7 +224,9 @@ class GithubClient:
 
     def rate_limit_wait(self) -> float:
         """Seconds to pause before the next burst of requests (0 when the reserve is not reached)."""
+        now = self.clock()
+        blocked = max(self._blocked_until - now, 0.0)
         remaining, _limit = self.gh.requester.rate_limiting
         if remaining < 0 or remaining > self.cfg.rate_limit_reserve:
-            return 0.0
-        return max(self.gh.requester.rate_limiting_resettime - self.clock(), 0.0) + 1.0
+            return blocked
+        return max(blocked, self.gh.requester.rate_limiting_resettime - now + 1.0, 0.0)

@@ -97,6 +97,7 @@ def parse_pulls(data: Any) -> list[PullHead]:
 def parse_branch(data: Any) -> BranchHead:
     name = _get(data, "name", str, "a branch")
     what = f"branch {name!r}"
+    sha = _sha(data, "commit.sha", what)
     commit = data.get("commit")
     # "author" is the GitHub account behind the commit and is null when its email matches none.
     account = commit.get("author") if isinstance(commit, dict) else None
@@ -104,4 +105,4 @@ def parse_branch(data: Any) -> BranchHead:
         author = account["login"]
     else:
         author = _get(data, "commit.commit.author.name", str, what)
-    return BranchHead(name=name, sha=_sha(data, "commit.sha", what), author=author)
+    return BranchHead(name=name, sha=sha, author=author)

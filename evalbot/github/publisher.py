@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from github import GithubException
 
-from evalbot.github.client import GithubClient, github_call
+from evalbot.github.client import GithubClient
 from evalbot.github.sticky import MARKER, Outcome, render
 
 LABEL_PREFIX = "eval:"
@@ -53,7 +53,7 @@ class Publisher:
         text = f"{outcome.label or 'error'}: {outcome.summary}"
         if len(text) > _STATUS_DESCRIPTION_MAX:
             text = text[: _STATUS_DESCRIPTION_MAX - 1] + "…"
-        with github_call(f"setting the commit status of {outcome.sha[:12]}"):
+        with self.client.call(f"setting the commit status of {outcome.sha[:12]}"):
             commit = self.client.repo.get_commit(outcome.sha)
             if target_url:
                 commit.create_status(state, target_url=target_url, description=text, context=self.context)
@@ -63,7 +63,7 @@ class Publisher:
     def sticky_comment(self, number: int, body: str) -> str:
         """Create or update our one comment on PR ``number``; returns its URL."""
         me = self.client.login()
-        with github_call(f"updating the evalbot comment on PR #{number}"):
+        with self.client.call(f"updating the evalbot comment on PR #{number}"):
             issue = self.client.repo.get_issue(number)
             for comment in issue.get_comments():
                 # The author check keeps a contributor's comment that quotes the marker untouched.
@@ -76,7 +76,7 @@ class Publisher:
     def labels(self, number: int, label: str | None) -> None:
         """Make ``eval:<label>`` the PR's only ``eval:*`` label (none at all for ``label=None``)."""
         wanted = label_name(label) if label is not None else None
-        with github_call(f"updating the eval labels of PR #{number}"):
+        with self.client.call(f"updating the eval labels of PR #{number}"):
             issue = self.client.repo.get_issue(number)
             present = [lab.name for lab in issue.get_labels()]
             for name in present:
@@ -97,7 +97,7 @@ class Publisher:
         if name in self._labels_known:
             return
         if not self.client.label_exists(name):
-            with github_call(f"creating the label {name!r}"):
+            with self.client.call(f"creating the label {name!r}"):
                 try:
                     self.client.repo.create_label(name, _LABEL_COLORS[label], f"evalbot verdict: {label}")
                 except GithubException as exc:
