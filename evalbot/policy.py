@@ -1,0 +1,154 @@
+"""The label: a pure, deterministic function of the measurements and a versioned, hashed policy file.
+
+    REJECT  the build failed, a gate failed, or the candidate is significantly slower than the
+            frontier by more than the guard at any (model, context)
+    none    no significant win on every basket model
+    XS…XL   the fraction of the remaining roofline headroom the candidate closes, from the
+            conservative end of each interval, averaged over contexts, minimum over models
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import tomllib
+from collections import defaultdict
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from evalbot.errors import EvalbotError
+from harness.measurements import Measurements, SpeedCell
+
+LABELS = ("XL", "L", "M", "S", "XS")  # best first
+ALL_LABELS = (*LABELS, "none", "REJECT")
+
+
+class PolicyError(EvalbotError):
+    pass
+
+
+@dataclass(frozen=True)
+class Policy:
+    version: int
+    sha256: str
+    source: str
+    top1_min: float
+    kl_mean_max: float
+    kl_p99_max: float
+    kl_max_max: float
+    ppl_ratio_max: float
+    confidence: float
+    alpha: float
+    regression_guard: float
+    reference_efficiency: float
+    thresholds: dict[str, float]  # label -> minimum headroom closed
+
+
+def _number(doc: dict[str, Any], section: str, key: str, source: str, lo: float, hi: float) -> float:
+    try:
+        value = doc[section][key]
+    except KeyError:
+        raise PolicyError(f"{source}: [{section}] {key} is missing") from None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
+        raise PolicyError(f"{source}: [{section}] {key} must be a number in [{lo}, {hi}], got {value!r}")
+    return float(value)
+
+
+def parse_policy(data: bytes, source: str) -> Policy:
+    try:
+        doc = tomllib.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise PolicyError(f"{source}: not valid TOML: {exc}") from None
+    version = doc.get("version")
+    if version != 1:
+        raise PolicyError(f"{source}: policy version {version!r} is not one this evalbot reads (1)")
+    policy = Policy(
+        version=1,
+        sha256=hashlib.sha256(data).hexdigest(),
+        source=source,
+        top1_min=_number(doc, "gates", "top1_min", source, 0.0, 1.0),
+        kl_mean_max=_number(doc, "gates", "kl_mean_max", source, 0.0, math.inf),
+        kl_p99_max=_number(doc, "gates", "kl_p99_max", source, 0.0, math.inf),
+        kl_max_max=_number(doc, "gates", "kl_max_max", source, 0.0, math.inf),
+        ppl_ratio_max=_number(doc, "gates", "ppl_ratio_max", source, 1.0, math.inf),
+        confidence=_number(doc, "speed", "confidence", source, 0.5, 0.9999),
+        alpha=_number(doc, "speed", "alpha", source, 1e-6, 0.5),
+        regression_guard=_number(doc, "speed", "regression_guard", source, 0.0, 1.0),
+        reference_efficiency=_number(doc, "labels", "reference_efficiency", source, 0.0, 0.99),
+        thresholds={name: _number(doc, "labels", name, source, 0.0, 1.0) for name in LABELS},
+    )
+    ordered = [policy.thresholds[name] for name in reversed(LABELS)]
+    if ordered != sorted(ordered) or len(set(ordered)) != len(ordered):
+        raise PolicyError(f"{source}: [labels] thresholds must increase strictly from XS to XL")
+    return policy
+
+
+def load_policy(path: Path | None = None) -> Policy:
+    if path is None:
+        data = resources.files("evalbot").joinpath("policies/v1.toml").read_bytes()
+        return parse_policy(data, "evalbot/policies/v1.toml")
+    try:
+        return parse_policy(path.read_bytes(), str(path))
+    except OSError as exc:
+        raise PolicyError(f"{path}: cannot read policy file: {exc.strerror}") from None
+
+
+@dataclass(frozen=True)
+class Decision:
+    label: str
+    reasons: tuple[str, ...]
+    score: float | None  # headroom closed (min over models); None when rejected
+    per_model: dict[str, float]
+
+
+def _cell_closed(cell: SpeedCell) -> float:
+    """Headroom closed at the interval's conservative end (lower speedup bound)."""
+    t_candidate = cell.t_frontier_s / cell.comparison.ci_low
+    headroom = cell.t_frontier_s - cell.t_roofline_s
+    return (cell.t_frontier_s - t_candidate) / headroom if headroom > 0 else 0.0
+
+
+def label(m: Measurements, policy: Policy) -> Decision:
+    if not m.build_ok:
+        return Decision("REJECT", (f"build failed: {m.build_reason}",), None, {})
+    failed = [g for g in m.gates if not g.passed]
+    if failed:
+        reasons = tuple(
+            f"gate {g.name} failed on {g.model}: {g.value:.6g} (limit {g.limit:.6g})"
+            + (f" — {g.detail}" if g.detail else "")
+            for g in failed
+        )
+        return Decision("REJECT", reasons, None, {})
+    if not m.cells:
+        return Decision("REJECT", ("no speed measurements",), None, {})
+
+    regressions = [
+        c for c in m.cells
+        if c.comparison.ci_high < 1.0 - policy.regression_guard and c.comparison.p_value < policy.alpha
+    ]
+    if regressions:
+        return Decision("REJECT", tuple(
+            f"{c.model} at context {c.context}: {100 * (1 - c.comparison.speedup):.2f}% slower "
+            f"(speedup {c.comparison.speedup:.4f}, {policy.confidence:.0%} CI "
+            f"[{c.comparison.ci_low:.4f}, {c.comparison.ci_high:.4f}]), beyond the {policy.regression_guard:.1%} guard"
+            for c in regressions
+        ), None, {})
+
+    by_model: dict[str, list[float]] = defaultdict(list)
+    for cell in m.cells:
+        by_model[cell.model].append(_cell_closed(cell))
+    per_model = {model: sum(v) / len(v) for model, v in sorted(by_model.items())}
+    score = min(per_model.values())
+    weakest = min(per_model, key=lambda k: per_model[k])
+    for name in LABELS:
+        if score >= policy.thresholds[name]:
+            return Decision(name, (
+                f"closes {score:.1%} of the remaining roofline headroom on its weakest model ({weakest}); "
+                f"{name} needs {policy.thresholds[name]:.1%}",
+            ), score, per_model)
+    return Decision("none", (
+        f"no significant win on every model: weakest is {weakest}, {score:.2%} of the headroom at the "
+        f"conservative end (XS needs {policy.thresholds['XS']:.1%})",
+    ), score, per_model)

@@ -1,0 +1,105 @@
+"""The label function on measurements made by the statistics code from simulated interleaved trials."""
+
+import json
+from importlib import resources
+
+import pytest
+
+from evalbot.policy import ALL_LABELS, LABELS, PolicyError, label, load_policy, parse_policy
+from harness.measurements import GateResult, Measurements, SpeedCell
+from harness.stats import compare_paired
+from tests.test_stats import simulate
+
+POLICY = load_policy()
+MODELS = ("qwen3moe-tiny", "gemma4-tiny")
+CONTEXTS = (128, 4096, 16384)
+
+
+def cells(effects: dict[tuple[str, int], float], efficiency: float = 0.5, seed: int = 0) -> tuple[SpeedCell, ...]:
+    out = []
+    for i, (model, ctx) in enumerate(effects):
+        frontier, candidate = simulate(300, effects[(model, ctx)], noise=0.005, seed=seed + i)
+        t_frontier = float(sorted(frontier)[len(frontier) // 2])
+        out.append(SpeedCell(model, ctx, compare_paired(frontier, candidate), t_frontier,
+                             float(sorted(candidate)[len(candidate) // 2]), efficiency * t_frontier))
+    return tuple(out)
+
+
+def uniform(effect: float, **kw) -> Measurements:
+    return Measurements(True, cells=cells({(m, c): effect for m in MODELS for c in CONTEXTS}, **kw))
+
+
+def test_default_policy_loads_and_is_hashed():
+    assert POLICY.version == 1 and len(POLICY.sha256) == 64
+    assert [POLICY.thresholds[x] for x in reversed(LABELS)] == sorted(POLICY.thresholds.values())
+
+
+def test_build_failure_rejects_with_its_reason():
+    d = label(Measurements(False, "slot rmsnorm: error: expected ';'"), POLICY)
+    assert d.label == "REJECT" and "slot rmsnorm" in d.reasons[0]
+
+
+def test_failed_gate_rejects_and_is_named():
+    gates = (GateResult("kl_mean", "gemma4-tiny", False, 3e-3, 1e-3, "sliding window off by one?"),
+             GateResult("top1", "gemma4-tiny", True, 0.999, 0.995))
+    d = label(Measurements(True, gates=gates, cells=uniform(0.2).cells), POLICY)
+    assert d.label == "REJECT"
+    assert d.reasons == ("gate kl_mean failed on gemma4-tiny: 0.003 (limit 0.001) — sliding window off by one?",)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_no_op_never_earns_a_label(seed):
+    assert label(uniform(0.0, seed=100 * seed), POLICY).label == "none"
+
+
+def test_significant_regression_beyond_guard_rejects():
+    effects = {(m, c): 0.0 for m in MODELS for c in CONTEXTS}
+    effects[("gemma4-tiny", 16384)] = -0.05
+    d = label(Measurements(True, cells=cells(effects)), POLICY)
+    assert d.label == "REJECT" and "gemma4-tiny at context 16384" in d.reasons[0]
+
+
+def test_regression_within_guard_is_none_not_reject():
+    assert label(uniform(-0.004), POLICY).label == "none"
+
+
+def test_win_on_one_model_only_is_none():
+    effects = {(m, c): (0.2 if m == "qwen3moe-tiny" else 0.0) for m in MODELS for c in CONTEXTS}
+    d = label(Measurements(True, cells=cells(effects)), POLICY)
+    assert d.label == "none" and "gemma4-tiny" in d.reasons[0]
+
+
+def test_labels_grow_with_the_effect():
+    order = {name: i for i, name in enumerate(reversed(ALL_LABELS[:6]))}  # none < XS < ... < XL
+    got = [label(uniform(e), POLICY).label for e in (0.0, 0.03, 0.05, 0.09, 0.15, 0.30)]
+    assert got[0] == "none" and got[-1] == "XL"
+    assert [order[g] for g in got] == sorted(order[g] for g in got)
+
+
+def test_same_speedup_closer_to_the_roofline_scores_higher():
+    far = label(uniform(0.06, efficiency=0.2), POLICY)
+    near = label(uniform(0.06, efficiency=0.8), POLICY)
+    assert near.score > far.score
+
+
+def test_decision_is_reproducible_from_recorded_json():
+    m = uniform(0.07)
+    again = Measurements.from_dict(json.loads(json.dumps(m.to_dict())))
+    assert label(again, POLICY) == label(m, POLICY)
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    ("version = 2\n", "policy version 2"),
+    ("version = 1\n[gates]\n", "[gates] top1_min is missing"),
+    ("not toml [", "not valid TOML"),
+])
+def test_bad_policy_files(text, needle):
+    with pytest.raises(PolicyError, match=needle.replace("[", r"\[")):
+        parse_policy(text.encode(), "p.toml")
+
+
+def test_thresholds_must_increase():
+    text = resources.files("evalbot").joinpath("policies/v1.toml").read_text()
+    bad = text.replace("XL = 0.3051", "XL = 0.01")
+    with pytest.raises(PolicyError, match="increase strictly"):
+        parse_policy(bad.encode(), "p.toml")
