@@ -1,0 +1,153 @@
+"""The public site, rendered by headless Chromium: what a visitor sees is what the ledger holds.
+
+The Chromium test also writes ``docs/ledger-site.png``, the screenshot the docs show.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shutil
+import subprocess
+from datetime import timedelta
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+import pytest
+from test_ledger_support import REPO_ROOT, T0, advance, evaluation, new_signer, run_cli, sha
+
+from ledger import Ledger, Signer
+from ledger.site import build_site
+
+CHROMIUM = Path("/usr/bin/chromium")
+HOSTILE = "nvcc: <script>alert('pwned')</script> & friends"
+# matplotlib's first line colour: nothing else on the page is drawn in it.
+PLOT_BLUE = np.array([0x1F, 0x77, 0xB4]) / 255
+
+
+def demo_ledger(url: str, signer: Signer) -> Ledger:
+    """A small but realistic history: two GPU classes, a rejected PR with a compiler message."""
+    ledger = Ledger.open(url, signer=signer, create=True)
+    previous: dict[str, str | None] = {"h100": None, "b200": None}
+    deltas = {"h100": [0.0, 0.042, 0.018, 0.061, 0.027], "b200": [0.0, 0.035, 0.052]}
+    for gpu_class, steps in deltas.items():
+        for i, delta in enumerate(steps):
+            n = len(previous) * 10 + i if gpu_class == "b200" else i
+            day = 9 * i + (3 if gpu_class == "b200" else 0)
+            verdict = evaluation(n, author=f"dev{n % 4}", label="M", minutes=day * 1440 - 60)
+            row = ledger.record_evaluation(dataclasses.replace(verdict, gpu_class=gpu_class))
+            step = dataclasses.replace(
+                advance(n, previous[gpu_class], delta=delta, evaluation_seq=row.seq),
+                gpu_class=gpu_class,
+                author=f"dev{n % 4}",
+                advanced_at=T0 + timedelta(days=day),
+            )
+            previous[gpu_class] = ledger.record_frontier_advance(step).commit_sha
+    rejected = evaluation(50, author="mallory", label="REJECT", minutes=40 * 1440)
+    ledger.record_evaluation(dataclasses.replace(rejected, reasons=[HOSTILE], measurements=[]))
+    return ledger
+
+
+def chromium(*args: str, profile: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            str(CHROMIUM),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            f"--user-data-dir={profile}",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+
+
+def test_site_files_and_escaping(tmp_path: Path) -> None:
+    signer = new_signer(tmp_path)
+    with demo_ledger(f"sqlite:///{tmp_path / 'ledger.sqlite'}", signer) as ledger:
+        index = build_site(ledger, tmp_path / "site")
+        head_seq, head_hash = ledger.head()
+    page = index.read_text()
+    assert "<script" not in page
+    assert "nvcc: &lt;script&gt;alert(&#x27;pwned&#x27;)&lt;/script&gt; &amp; friends" in page
+    assert f"{head_seq}:{head_hash}" in page
+    assert (tmp_path / "site" / "frontier.png").read_bytes().startswith(b"\x89PNG")
+    assert (tmp_path / "site" / "keys" / f"{signer.key_id}.pub").read_text().strip() == signer.public_hex
+    # The published copy is a complete ledger that verifies against the published key.
+    audited = run_cli(
+        "ledger",
+        "verify",
+        "--url",
+        tmp_path / "site" / "ledger.sqlite",
+        "--pubkey",
+        tmp_path / "site" / "keys" / f"{signer.key_id}.pub",
+        check=True,
+    )
+    assert f"{head_seq} entries verified against the given public key(s); head {head_seq}:{head_hash}" in (
+        audited.stdout.replace("\n", "")
+    )
+
+
+def test_site_command_on_a_database_server_has_no_download_link(tmp_path: Path) -> None:
+    """Only SQLite ledgers are files to download; other URLs still get the rest of the page."""
+    import os
+
+    from test_ledger_support import backend_url
+
+    if not os.environ.get("EVALBOT_TEST_POSTGRES_URL"):
+        pytest.skip("EVALBOT_TEST_POSTGRES_URL is not set (scripts/services.sh starts a throw-away PostgreSQL)")
+    urls = backend_url("postgres", tmp_path)
+    url = next(urls)
+    try:
+        demo_ledger(url, new_signer(tmp_path)).close()
+        run_cli("ledger", "site", tmp_path / "site", "--url", url, check=True)
+        page = (tmp_path / "site" / "index.html").read_text()
+        assert "ask its validator for an export" in page and 'id="download"' not in page
+        assert page.count('<tr class="advance">') == 8
+    finally:
+        urls.close()
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (scripts/install.sh)")
+def test_chromium_renders_the_ledger(tmp_path: Path) -> None:
+    signer = new_signer(tmp_path)
+    url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+    demo_ledger(url, signer).close()
+    run_cli("ledger", "site", tmp_path / "site", "--url", url, "--latest", "6", check=True)
+    page_url = (tmp_path / "site" / "index.html").as_uri()
+    with Ledger.open(url) as ledger:
+        head_seq, head_hash = ledger.head()
+        advances = ledger.frontier_history()
+        latest = ledger.history(limit=6)
+
+    dom = chromium("--dump-dom", page_url, profile=tmp_path / "profile").stdout
+    assert "<h1>evalbot ledger</h1>" in dom
+    assert f'<code id="head">{head_seq}:{head_hash}</code>' in dom
+    assert len(re.findall(r'<tr class="advance">', dom)) == len(advances) == 8
+    assert len(re.findall(r'<tr class="verdict">', dom)) == 6
+    for row in latest:
+        assert f'title="{row.commit_sha}"' in dom
+    assert "+6.10%" in dom and "+5.20%" in dom  # the largest advance of each GPU class
+    assert '<a id="download" href="ledger.sqlite" download="">' in dom
+    assert "<script" not in dom and "&lt;script&gt;alert('pwned')&lt;/script&gt; &amp; friends" in dom
+    assert f'<code title="{sha(50)}">' in dom and 'class="label REJECT">REJECT<' in dom
+
+    shot = tmp_path / "site.png"
+    chromium(f"--screenshot={shot}", "--window-size=1200,1700", page_url, profile=tmp_path / "profile")
+    pixels = matplotlib.image.imread(shot)[..., :3]
+    assert pixels.shape[:2] == (1700, 1200)
+    # The plot image loaded and drew its line: a good number of pixels in the plot's blue.
+    blue = np.all(np.abs(pixels - PLOT_BLUE) < 0.03, axis=-1)
+    assert blue.sum() > 300
+    docs = REPO_ROOT / "docs" / "ledger-site.png"
+    shutil.copyfile(shot, docs)
