@@ -1,0 +1,151 @@
+"""The verdict document (``evalbot/schemas/verdict-v1.schema.json``) and its three renderings:
+JSON, a terminal report, and the Markdown body of the sticky PR comment."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import resources
+from typing import Any
+
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+from evalbot import __version__
+from evalbot.policy import Decision, Policy
+from harness.measurements import Measurements
+
+SCHEMA_ID = "evalbot.verdict/1"
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    gpu: str
+    driver: str
+    nvcc: str
+    started_at: datetime
+    finished_at: datetime
+
+
+@dataclass(frozen=True)
+class Commits:
+    repo: str
+    candidate: str
+    frontier: str | None
+    pr: int | None
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    key: str
+    sha256: str
+    corpus_sha256: str
+    reference_version: int
+
+
+def schema() -> dict[str, Any]:
+    return dict(json.loads(resources.files("evalbot").joinpath("schemas/verdict-v1.schema.json").read_text()))
+
+
+def document(decision: Decision, measurements: Measurements, policy: Policy, run: RunIdentity, commits: Commits,
+             models: tuple[ModelIdentity, ...]) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA_ID,
+        "label": decision.label,
+        "reasons": list(decision.reasons),
+        "score": decision.score,
+        "per_model_score": dict(decision.per_model),
+        "run": {
+            "evalbot_version": __version__,
+            "policy_version": policy.version,
+            "policy_sha256": policy.sha256,
+            "gpu": run.gpu,
+            "driver": run.driver,
+            "nvcc": run.nvcc,
+            "started_at": run.started_at.isoformat(),
+            "finished_at": run.finished_at.isoformat(),
+        },
+        "commits": {"repo": commits.repo, "candidate": commits.candidate, "frontier": commits.frontier,
+                    "pr": commits.pr},
+        "models": [vars(m) for m in models],
+        "measurements": measurements.to_dict(),
+    }
+
+
+def to_json(doc: Mapping[str, Any]) -> str:
+    return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+
+
+def _pct(x: float) -> str:
+    return f"{100 * (x - 1):+.2f}%"
+
+
+def markdown(doc: Mapping[str, Any]) -> str:
+    run, commits, m = doc["run"], doc["commits"], doc["measurements"]
+    frontier = commits["frontier"][:12] if commits["frontier"] else "none yet"
+    lines = [
+        f"### evalbot: **{doc['label']}**",
+        "",
+        *(f"- {reason}" for reason in doc["reasons"]),
+        "",
+    ]
+    if m["cells"]:
+        lines += [
+            "| model | context | speedup | 95% CI | p | MDE | pairs |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for cell in m["cells"]:
+            c = cell["comparison"]
+            lines.append(
+                f"| {cell['model']} | {cell['context']} | {_pct(c['speedup'])} | "
+                f"[{_pct(c['ci_low'])}, {_pct(c['ci_high'])}] | {c['p_value']:.2g} | {100 * c['mde']:.2f}% | "
+                f"{c['n_pairs']} |"
+            )
+        lines.append("")
+    if m["gates"]:
+        lines += ["<details><summary>gates</summary>", "", "| gate | model | value | limit | |",
+                  "|---|---|---:|---:|---|"]
+        for g in m["gates"]:
+            lines.append(f"| {g['name']} | {g['model']} | {g['value']:.4g} | {g['limit']:.4g} | "
+                         f"{'pass' if g['passed'] else '**FAIL**'} |")
+        lines += ["", "</details>", ""]
+    lines.append(
+        f"<sub>candidate `{commits['candidate'][:12]}` vs frontier `{frontier}` · {run['gpu']} · driver "
+        f"{run['driver']} · nvcc {run['nvcc']} · evalbot {run['evalbot_version']} · policy v{run['policy_version']} "
+        f"`{run['policy_sha256'][:12]}`</sub>"
+    )
+    return "\n".join(lines) + "\n"
+
+
+def terminal(doc: Mapping[str, Any]) -> Group:
+    colour = {"REJECT": "red", "none": "yellow"}.get(doc["label"], "green")
+    parts: list[Any] = [Text.assemble(("verdict: ", "bold"), (doc["label"], f"bold {colour}"))]
+    parts += [Text(f"  {reason}") for reason in doc["reasons"]]
+    cells = doc["measurements"]["cells"]
+    if cells:
+        table = Table(title="decode speed, candidate vs frontier (paired, interleaved)")
+        for col in ("model", "context", "speedup", "95% CI", "p", "MDE", "pairs"):
+            table.add_column(col, justify="right")
+        for cell in cells:
+            c = cell["comparison"]
+            table.add_row(cell["model"], str(cell["context"]), _pct(c["speedup"]),
+                          f"[{_pct(c['ci_low'])}, {_pct(c['ci_high'])}]", f"{c['p_value']:.2g}",
+                          f"{100 * c['mde']:.2f}%", str(c["n_pairs"]))
+        parts.append(table)
+    gates = doc["measurements"]["gates"]
+    if gates:
+        table = Table(title="gates")
+        for col in ("gate", "model", "value", "limit", "result"):
+            table.add_column(col)
+        for g in gates:
+            table.add_row(g["name"], g["model"], f"{g['value']:.4g}", f"{g['limit']:.4g}",
+                          "[green]pass" if g["passed"] else "[red]FAIL")
+        parts.append(table)
+    return Group(*parts)
+
+
+def print_report(doc: Mapping[str, Any], console: Console | None = None) -> None:
+    (console or Console()).print(terminal(doc))
