@@ -69,6 +69,13 @@ class BuildConfig:
     pids: int = 256
     timeout_s: float = 300.0
     log_limit_bytes: int = 65536
+    # uid:gid the compiler runs as inside the container; never root.
+    user: str = "65534:65534"
+    # Host directories mounted read-only at the same path in the container, for images that carry no
+    # CUDA toolkit of their own (see `evalbot build host-image`); empty for the nvidia/cuda images.
+    toolchain_mounts: list[str] = field(default_factory=list)
+    jobs: int = 2  # slots compiled at once, each within the cpus / memory limits above
+    fetch_timeout_s: float = 300.0
 
 
 @dataclass(frozen=True)

@@ -61,3 +61,14 @@ def test_bad_env_names_the_variable():
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.toml", environ={})
+
+
+def test_build_sandbox_settings_from_file_and_env(tmp_path):
+    path = write(tmp_path, '[build]\nuser = "1000:1000"\ntoolchain_mounts = ["/usr"]\njobs = 4\n')
+    cfg = load_config(path, environ={"EVALBOT_BUILD__TOOLCHAIN_MOUNTS": "/usr, /opt/cuda"})
+    assert cfg.build.user == "1000:1000"
+    assert cfg.build.toolchain_mounts == ["/usr", "/opt/cuda"]
+    assert cfg.build.jobs == 4
+    defaults = load_config(None, environ={})
+    assert defaults.build.user == "65534:65534" and defaults.build.toolchain_mounts == []
+    assert defaults.build.fetch_timeout_s == 300.0

@@ -1,0 +1,135 @@
+"""Build every slot a tree's manifest overrides: stage, look up the cache, compile in the backend,
+check the cubin, store it. The result is a :class:`BuildReport`; the contributor's mistakes (bad
+manifest, compile error, limits hit, missing kernel) are REJECT reasons in it, never exceptions.
+An :class:`~evalbot.errors.EvalbotError` means the bot itself cannot build (no docker, no image).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from evalbot.build import diagnostics
+from evalbot.build.backend import Backend, RunResult, make_backend
+from evalbot.build.cache import BuildCache, slot_key
+from evalbot.build.cubin import CubinError, entry_kernels
+from evalbot.build.nvcc import check_arch, compile_argv
+from evalbot.build.staging import stage_slot
+from evalbot.build.verdict import BuildReport, SlotBuild
+from evalbot.config import BuildConfig, Config
+from evalbot.manifest import Manifest, ManifestError, SlotOverride, load_manifest
+
+MAX_CUBIN_BYTES = 64 * 2**20
+
+Progress = Callable[[str], None]
+
+
+def build_tree(tree: Path, config: Config, arch: str, *, backend: Backend | None = None,
+               use_cache: bool = True, progress: Progress | None = None) -> BuildReport:
+    """Build the slots ``tree/kernels.toml`` overrides for ``arch`` (e.g. ``sm_90``)."""
+    started = time.monotonic()
+    check_arch(arch)
+    backend = backend or make_backend(config.build)
+    say = progress or (lambda _msg: None)
+
+    def report(slots: tuple[SlotBuild, ...], reasons: tuple[str, ...], toolchain: str = "") -> BuildReport:
+        return BuildReport(Path(tree), arch, backend.name, backend.sandboxed, toolchain, slots, reasons,
+                           time.monotonic() - started)
+
+    try:
+        manifest = load_manifest(Path(tree))
+    except ManifestError as exc:
+        return report((), (str(exc),))
+    toolchain = backend.toolchain()
+    cache = BuildCache(config.cache_dir / "build" / "cubins")
+    scratch = config.cache_dir / "build" / "tmp"
+    scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=scratch, ignore_cleanup_errors=True) as work:
+        job = _SlotJob(manifest, arch, backend, toolchain, cache, Path(work), use_cache, say, config.build)
+        with ThreadPoolExecutor(max_workers=config.build.jobs) as pool:
+            results = tuple(pool.map(job.build, manifest.slots.values()))
+    return report(results, tuple(r.reason for r in results if not r.ok), toolchain)
+
+
+class _SlotJob:
+    def __init__(self, manifest: Manifest, arch: str, backend: Backend, toolchain: str, cache: BuildCache,
+                 work: Path, use_cache: bool, say: Progress, limits: BuildConfig) -> None:
+        self.manifest, self.arch, self.backend, self.toolchain = manifest, arch, backend, toolchain
+        self.cache, self.work, self.use_cache, self.say, self.limits = cache, work, use_cache, say, limits
+
+    def build(self, override: SlotOverride) -> SlotBuild:
+        started = time.monotonic()
+        name = override.slot
+
+        def failed(reason: str, log: str = "") -> SlotBuild:
+            self.say(f"{name}: REJECT")
+            return SlotBuild(name, False, False, time.monotonic() - started, None, override.kernels,
+                             f"slot {name}: {reason}", log)
+
+        src, out = self.work / name / "src", self.work / name / "out"
+        try:
+            digests = stage_slot(self.manifest, override, src)
+        except ManifestError as exc:
+            return SlotBuild(name, False, False, time.monotonic() - started, None, override.kernels, str(exc))
+        key = slot_key(name, override.source, override.flags, self.manifest.include, digests, self.arch,
+                       self.toolchain)
+        if self.use_cache and (hit := self.cache.get(key)):
+            self.say(f"{name}: cached")
+            return SlotBuild(name, True, True, time.monotonic() - started, hit, override.kernels)
+
+        out.mkdir(parents=True)
+        out.chmod(0o777)  # the sandbox's unprivileged user writes here
+        output = f"{self.backend.out_path(out)}/{name}.cubin"
+        argv = compile_argv(override.source, output, self.arch, self.manifest.include, override.flags)
+        self.say(f"{name}: compiling")
+        result = self.backend.run(argv, src, out)
+        if reason := self._limit_hit(result):
+            return failed(reason, result.log)
+        if result.exit_code != 0:
+            first = diagnostics.first_error_line(result.log)
+            return failed(first or f"nvcc exited with status {result.exit_code}", result.log)
+        try:
+            data = _read_output(out / f"{name}.cubin")
+            kernels = entry_kernels(data)
+        except (OSError, CubinError) as exc:
+            return failed(f"no usable cubin: {exc}", result.log)
+        if missing := [k for k in override.kernels if k not in kernels]:
+            found = ", ".join(sorted(kernels)) or "none"
+            return failed(f"kernel {missing[0]!r} not found in the cubin (entry kernels: {found}); "
+                          "declare it extern \"C\" __global__", result.log)
+        meta = {"slot": name, "source": override.source, "arch": self.arch, "files": digests,
+                "flags": list(override.flags), "toolchain": self.toolchain, "seconds": round(result.seconds, 3)}
+        cubin = self.cache.put(key, data, meta)
+        self.say(f"{name}: built")
+        return SlotBuild(name, True, False, time.monotonic() - started, cubin, override.kernels, "", result.log)
+
+    def _limit_hit(self, result: RunResult) -> str | None:
+        if result.timed_out:
+            return f"build killed at the {self.limits.timeout_s:g} s time limit"
+        if result.oom:
+            return f"build killed at the {self.limits.memory_mb} MB memory limit"
+        if result.flooded:
+            first = diagnostics.first_error_line(result.log)
+            tail = f" (first error: {first})" if first else ""
+            return f"compiler output passed the {self.limits.log_limit_bytes}-byte log limit; build stopped{tail}"
+        return None
+
+
+def _read_output(path: Path) -> bytes:
+    """Read the cubin the sandbox wrote without following a link it may have planted there."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(f"{path.name} is not a regular file")
+        if info.st_size > MAX_CUBIN_BYTES:
+            raise OSError(f"{path.name} is larger than {MAX_CUBIN_BYTES} bytes")
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            return handle.read()
+    finally:
+        os.close(fd)

@@ -1,0 +1,72 @@
+"""Copy exactly what one slot's compile may see into a fresh directory, and hash it.
+
+The compiler gets the slot's source and the manifest's ``include`` directories, nothing else of the
+contributor's tree. That keeps the build cache exact (its key hashes every file the compile could
+read) and keeps the sandbox's source mount free of anything the manifest did not declare. Symlinks
+are resolved inside the tree and copied as plain files; any leading outside is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from evalbot.manifest import Manifest, ManifestError, SlotOverride, resolve_in_tree
+
+MAX_FILES = 2000
+MAX_BYTES = 64 * 2**20
+
+
+def stage_slot(manifest: Manifest, override: SlotOverride, dest: Path) -> dict[str, str]:
+    """Write the slot's visible files under ``dest``; return ``{relative path: sha256}``."""
+    label = f"{manifest.path}: slot {override.slot}"
+    wanted: dict[str, Path] = {}
+    for i, rel in enumerate(manifest.include):
+        for name, real in _walk(manifest.root, rel, f"{manifest.path}: include[{i}]"):
+            wanted[name] = real
+    wanted[override.source] = resolve_in_tree(
+        manifest.root, override.source, lambda msg: ManifestError(f"{label}: source: {msg}"))
+    if len(wanted) > MAX_FILES:
+        raise ManifestError(f"{label}: more than {MAX_FILES} files to stage (source plus include directories)")
+    digests: dict[str, str] = {}
+    total = 0
+    dest.mkdir(parents=True, mode=0o755)
+    for name in sorted(wanted):
+        data = wanted[name].read_bytes()
+        total += len(data)
+        if total > MAX_BYTES:
+            raise ManifestError(f"{label}: source plus include directories exceed {MAX_BYTES} bytes")
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        target.write_bytes(data)
+        target.chmod(0o644)
+        digests[name] = hashlib.sha256(data).hexdigest()
+    # Sandbox users other than the owner must be able to read the staged tree.
+    for directory in [dest, *(p for p in dest.rglob("*") if p.is_dir())]:
+        directory.chmod(0o755)
+    return digests
+
+
+def _walk(root: Path, rel: str, where: str) -> list[tuple[str, Path]]:
+    """Regular files under include directory ``rel`` as (tree-relative name, real path)."""
+    def refuse(msg: str) -> ManifestError:
+        return ManifestError(f"{where}: {msg}")
+
+    top = resolve_in_tree(root, rel, refuse)
+    found: list[tuple[str, Path]] = []
+    for current, dirs, files in os.walk(top):
+        here = Path(current)
+        for name in [*dirs, *files]:
+            path = here / name
+            tree_name = (Path(rel) / path.relative_to(top)).as_posix()
+            if path.is_symlink():
+                real = resolve_in_tree(root, tree_name, refuse)
+                if real.is_dir():
+                    raise refuse(f"{tree_name!r} is a directory symlink; list its target in include instead")
+                found.append((tree_name, real))
+            elif name in files and path.is_file():
+                found.append((tree_name, path))
+        if len(found) > MAX_FILES:
+            raise refuse(f"more than {MAX_FILES} files")
+    return found
