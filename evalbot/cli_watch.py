@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 from pathlib import Path
 from types import FrameType
 from typing import Annotated
@@ -24,12 +25,21 @@ from ledger.queue import JobQueue
 
 
 def _logging(verbose: bool) -> None:
-    handler = RichHandler(console=Console(stderr=True), show_path=False, markup=False, rich_tracebacks=False)
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler], force=True,
-                        format="%(message)s", datefmt="[%Y-%m-%d %H:%M:%S]")
+    handler: logging.Handler
+    if sys.stderr.isatty():
+        handler = RichHandler(console=Console(stderr=True), show_path=False, markup=False)
+        handler.setFormatter(logging.Formatter("%(message)s", datefmt="[%Y-%m-%d %H:%M:%S]"))
+    else:
+        # A daemon's log (journald, a file): one unwrapped line per event.
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler], force=True)
+    # PyGithub prints through a handler of its own; everything goes through ours instead.
+    logging.getLogger("github").handlers.clear()
     if not verbose:
-        # urllib3 announces every retry; our own lines already say what failed and what happens next.
-        logging.getLogger("urllib3").setLevel(logging.ERROR)
+        # Retries and migrations announce themselves; our own lines say what failed and what happens next.
+        for name in ("urllib3", "github", "alembic"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _settings(cfg: Config) -> WatchSettings:
@@ -78,7 +88,7 @@ def watch(
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
         logging.getLogger("evalbot.watch").info(
-            "watching %s (%s) every %.0f s%s", settings.repo, settings.base_branch, settings.poll_interval_s,
+            "watching %s (%s) every %g s%s", settings.repo, settings.base_branch, settings.poll_interval_s,
             " — dry run: nothing is published" if dry_run else "",
         )
         ok = watcher.run(once=once)

@@ -161,7 +161,7 @@ class Watcher:
         wait = self.client.rate_limit_wait()
         if wait <= 0:
             return True
-        log.warning("GitHub rate limit reserve reached: pausing %.0f s until it resets", wait)
+        log.warning("GitHub rate limit: pausing %.0f s before the next request", wait)
         return not self.stop.wait(wait)
 
     # -- discover ----------------------------------------------------------------------------------
@@ -327,6 +327,8 @@ class Watcher:
             # The PR moved on: the commit gets its status; the comment and label belong to the new
             # head, whose publish lists this result in the history.
             self.publisher.status(outcome)
+            log.info("published status %s @ %s (PR #%d has moved on)", outcome.label or "error",
+                     entry.sha[:12], number)
             return
         earlier = [_outcome(e) for e in self.queue.history(entry.repo, entry.target) if e.id != entry.id]
         self.publisher.publish_pull(number, outcome, earlier, set_label=True)

@@ -25,6 +25,7 @@ import github
 import requests
 from github import Auth, Github, GithubException, GithubRetry
 from github.Repository import Repository
+from github.Requester import Requester
 
 from evalbot.config import GithubConfig
 from evalbot.errors import EvalbotError
@@ -38,6 +39,7 @@ from evalbot.github.heads import (
 )
 
 _MAX_WAIT_IN_REQUEST_S = 30.0
+_SECONDARY_DEFAULT_WAIT_S = 60.0  # GitHub's advice when a secondary limit names no Retry-After
 _PER_PAGE = 100
 # Idempotent verbs only; see the module docstring for POST.
 _RETRIED_METHODS = frozenset({"GET", "HEAD", "PUT", "PATCH", "DELETE"})
@@ -61,18 +63,30 @@ def _message(exc: GithubException) -> str:
     return f"{exc.status} {text}".strip()
 
 
+def _rate_wait(exc: github.RateLimitExceededException, clock: Callable[[], float]) -> float:
+    """How long GitHub asked us to back off: ``Retry-After``, the primary reset, or a minute."""
+    wait = getattr(exc, "wait", None)  # set when GithubRetry declined to wait that long in place
+    if wait is not None:
+        return float(wait)
+    headers = {k.lower(): v for k, v in (exc.headers or {}).items()}
+    retry_after = str(headers.get("retry-after", ""))
+    if retry_after.isdigit():
+        return float(retry_after)
+    message = exc.data.get("message", "") if isinstance(exc.data, dict) else ""
+    reset = str(headers.get("x-ratelimit-reset", ""))
+    # Only the primary limit ends at X-RateLimit-Reset; a secondary one carries that header too.
+    if Requester.isPrimaryRateLimitError(message) and reset.isdigit():
+        return max(int(reset) - clock(), 0.0) + 1.0
+    return _SECONDARY_DEFAULT_WAIT_S
+
+
 @contextmanager
 def github_call(what: str, clock: Callable[[], float] = time.time) -> Iterator[None]:
     """Turn PyGithub/requests failures into one-line :class:`GithubUnavailable`/:class:`GithubRejected`."""
     try:
         yield
     except github.RateLimitExceededException as exc:
-        wait = getattr(exc, "wait", None)
-        headers = exc.headers or {}
-        reset = headers.get("x-ratelimit-reset") or headers.get("X-RateLimit-Reset")
-        if wait is None and reset and str(reset).isdigit():
-            wait = max(int(reset) - clock(), 0.0) + 1.0
-        raise GithubUnavailable(f"{what}: GitHub rate limit ({_message(exc)})", wait_s=wait) from None
+        raise GithubUnavailable(f"{what}: GitHub rate limit ({_message(exc)})", wait_s=_rate_wait(exc, clock)) from None
     except GithubException as exc:
         if exc.status >= 500 or exc.status == 429:
             raise GithubUnavailable(f"{what}: GitHub answered {_message(exc)}") from None
