@@ -16,7 +16,7 @@ err_console = Console(stderr=True)
 
 
 def _mount() -> None:
-    from evalbot import cli_models
+    from evalbot import cli_build, cli_models
     from evalbot.cli_ledger import app as ledger_app
     from evalbot.cli_watch import watch
 
@@ -24,6 +24,7 @@ def _mount() -> None:
     app.add_typer(ledger_app, name="ledger")
     app.command()(cli_models.reference)
     app.command()(watch)
+    cli_build.register(app)
 
 
 _mount()
