@@ -9,53 +9,18 @@ had to be evaluated evaluated to completion exactly once, and a ledger that veri
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 from fake_evaluator import evaluations
-from watch_support import BOT, TOKEN, world
+from watch_support import BOT, TOKEN, Bot, world
 
 from evalbot.github.sticky import MARKER
 from ledger.queue import JobQueue, State
 
-TESTS = Path(__file__).resolve().parent
-REPO_ROOT = TESTS.parent
-
 pytestmark = pytest.mark.slow
-
-
-class Bot:
-    """One ``evalbot watch`` process, its output in files (a pipe could fill up and block it)."""
-
-    def __init__(self, w, name: str, *args: str) -> None:
-        self.out = w.root / f"{name}.out"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("EVALBOT_", "GITHUB_"))}
-        env |= {
-            "PYTHONPATH": os.pathsep.join([str(TESTS), str(REPO_ROOT)]),
-            "EVALBOT_FAKE_EVAL_DIR": str(w.evaldir),
-        }
-        command = [sys.executable, "-c", "from evalbot.cli import main; main()", "watch",
-                   "--config", str(w.config_path), "--evaluator", "fake_evaluator:create", *args]
-        self.proc = subprocess.Popen(command, env=env, stdout=self.out.open("w"), stderr=subprocess.STDOUT,
-                                     cwd=w.root)
-
-    def output(self) -> str:
-        return self.out.read_text()
-
-    def wait_for(self, what: str, predicate, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if self.proc.poll() is not None:
-                pytest.fail(f"bot exited ({self.proc.returncode}) waiting for {what}:\n{self.output()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"timed out waiting for {what}:\n{self.output()}")
-            time.sleep(0.05)
 
 
 def count(evaldir: Path, event: str) -> Counter[str]:

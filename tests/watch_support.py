@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from fake_evaluator import FakeEvaluator
 from github_standin import GithubStandin
 from standin_bodies import Repo
@@ -23,6 +28,7 @@ from ledger.queue import JobQueue
 TOKEN = "ghp_standinSECRETtoken0123456789abcdef"
 BOT = "evalbot-validator"
 REPLAY = Path(__file__).resolve().parents[2] / "shared" / "github-replay"
+TESTS = Path(__file__).resolve().parent
 
 
 @dataclass
@@ -62,6 +68,37 @@ class World:
         lines = [f"label={label}", *(f"{k}={v}" for k, v in extra.items())]
         return self.standin.commit(owner_repo, branch, {"EVAL": "\n".join(lines) + "\n",
                                                         "kernel.cu": f"// {branch} {label}\n"})
+
+
+class Bot:
+    """One ``evalbot watch`` process, its output in files (a pipe could fill up and block it)."""
+
+    def __init__(self, w: World, name: str, *args: str, config: Path | None = None) -> None:
+        self.out = w.root / f"{name}.out"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("EVALBOT_", "GITHUB_"))}
+        env |= {
+            "PYTHONPATH": os.pathsep.join([str(TESTS), str(TESTS.parent)]),
+            "EVALBOT_FAKE_EVAL_DIR": str(w.evaldir),
+        }
+        command = [sys.executable, "-c", "from evalbot.cli import main; main()", "watch",
+                   "--config", str(config or w.config_path), "--evaluator", "fake_evaluator:create", *args]
+        self.proc = subprocess.Popen(command, env=env, stdout=self.out.open("w"), stderr=subprocess.STDOUT,
+                                     cwd=w.root)
+
+    def output(self) -> str:
+        return self.out.read_text()
+
+    def finish(self, timeout: float = 60.0) -> tuple[int, str]:
+        return self.proc.wait(timeout), self.output()
+
+    def wait_for(self, what: str, predicate: Callable[[], bool], timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if self.proc.poll() is not None:
+                pytest.fail(f"bot exited ({self.proc.returncode}) waiting for {what}:\n{self.output()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"timed out waiting for {what}:\n{self.output()}")
+            time.sleep(0.05)
 
 
 def write_config(root: Path, api_url: str, **github: object) -> Path:

@@ -80,6 +80,19 @@ def _rate_wait(exc: github.RateLimitExceededException, clock: Callable[[], float
     return _SECONDARY_DEFAULT_WAIT_S
 
 
+def _transport_failure(exc: requests.RequestException) -> str:
+    """What went wrong below HTTP, in a few words (urllib3's full text repeats the whole URL)."""
+    reason = exc.args[0] if exc.args else exc
+    reason = getattr(reason, "reason", None) or reason
+    if isinstance(exc, requests.exceptions.RetryError):
+        return f"GitHub kept failing, retries spent ({reason})"
+    if isinstance(exc, requests.exceptions.Timeout):
+        return "GitHub did not answer in time, retries spent"
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        return f"cannot reach GitHub ({type(reason).__name__})"
+    return f"{type(exc).__name__}: {reason}"
+
+
 @contextmanager
 def github_call(what: str, clock: Callable[[], float] = time.time) -> Iterator[None]:
     """Turn PyGithub/requests failures into one-line :class:`GithubUnavailable`/:class:`GithubRejected`."""
@@ -94,7 +107,7 @@ def github_call(what: str, clock: Callable[[], float] = time.time) -> Iterator[N
             raise GithubRejected(f"{what}: GitHub rejected the token ({_message(exc)})") from None
         raise GithubRejected(f"{what}: GitHub answered {_message(exc)}") from None
     except requests.RequestException as exc:
-        raise GithubUnavailable(f"{what}: {type(exc).__name__}: {exc}") from None
+        raise GithubUnavailable(f"{what}: {_transport_failure(exc)}") from None
 
 
 class GithubClient:

@@ -1,0 +1,158 @@
+"""The work queue in the ledger database, the recorder's idempotence, the instance lock."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import inspect
+
+from evalbot.config import BasketConfig, Config, LedgerConfig, PathsConfig
+from evalbot.errors import EvalbotError
+from evalbot.ledger_recorder import LedgerRecorder, basket_id, open_recorder
+from evalbot.pipeline import Job, ModelResult, Verdict, load_evaluator, verdict_from_json, verdict_to_json
+from evalbot.watch_lock import InstanceLock, lock_path
+from ledger import Ledger
+from ledger.keys import generate
+from ledger.queue import JobQueue, QueueRow, State
+
+SHA = "a" * 40
+JOB = {"repo": "acme/kernels", "sha": SHA, "clone_url": "file:///x", "fetch_ref": "refs/pull/1/head",
+       "author": "alice", "base_ref": "main", "base_sha": "b" * 40, "pr_number": 1}
+
+
+def verdict(label: str = "M", speedup: float = 1.06) -> Verdict:
+    return Verdict(label, ("why",), "md", "GPU", "policy-1", {"k": 1},
+                   (ModelResult("qwen3moe-tiny", label != "REJECT", 106.0, 100.0, speedup, (1.05, 1.07)),))
+
+
+@pytest.fixture
+def ledger_cfg(tmp_path):
+    key = tmp_path / "key.pem"
+    generate(key)
+    return Config(ledger=LedgerConfig(url=str(tmp_path / "ledger.sqlite"), signing_key=str(key),
+                                      gpu_class="test-gpu"),
+                  paths=PathsConfig(data_dir=str(tmp_path)))
+
+
+def test_migration_creates_the_table_the_model_describes(ledger_cfg):
+    _, engine = open_recorder(ledger_cfg, read_only=False)
+    assert engine is not None
+    columns = {c["name"]: c["nullable"] for c in inspect(engine).get_columns("watch_queue")}
+    model = {c.name: c.nullable for c in QueueRow.__table__.columns}
+    assert columns == model
+    uniques = {tuple(u["column_names"]) for u in inspect(engine).get_unique_constraints("watch_queue")}
+    assert ("repo", "target", "sha") in uniques
+
+
+def test_state_machine(ledger_cfg):
+    _, engine = open_recorder(ledger_cfg, read_only=False)
+    q = JobQueue(engine)
+    entry, created = q.enqueue("acme/kernels", "pr/1", SHA, JOB)
+    assert created and entry.state is State.QUEUED
+    assert q.enqueue("acme/kernels", "pr/1", SHA, JOB) == (entry, False)
+    base, _ = q.enqueue("acme/kernels", "branch/main", "c" * 40, {**JOB, "sha": "c" * 40, "pr_number": None})
+    assert q.next_queued().id == base.id  # the base branch goes first
+
+    running = q.start(entry.id)
+    assert running.state is State.RUNNING and running.attempts == 1 and running.started_at is not None
+    assert [e.id for e in JobQueue(engine).recover()] == [entry.id]  # a new process finds it
+    assert q.start(entry.id).attempts == 2
+    assert q.abandon(entry.id).attempts == 1
+    q.start(entry.id)
+    assert q.fail_attempt(entry.id, "boom", max_attempts=3).state is State.QUEUED
+    q.start(entry.id)
+    failed = q.fail_attempt(entry.id, "boom again", max_attempts=3)
+    assert failed.state is State.FAILED and failed.last_error == "boom again"
+    assert [e.id for e in q.unpublished()] == [entry.id]  # a failure is still reported on the PR
+    q.mark_published(entry.id)
+    assert q.unpublished() == []
+
+
+def test_verdict_of_a_commit_is_reused_for_another_target(ledger_cfg):
+    _, engine = open_recorder(ledger_cfg, read_only=False)
+    q = JobQueue(engine)
+    entry, _ = q.enqueue("acme/kernels", "pr/1", SHA, JOB)
+    q.start(entry.id)
+    q.finish(entry.id, {**verdict_to_json(verdict()), "baseline_sha": None})
+    merged, created = q.enqueue("acme/kernels", "branch/main", SHA, {**JOB, "pr_number": None})
+    assert created and merged.state is State.DONE and merged.verdict["label"] == "M"
+    assert merged.recorded_at is None  # the branch still needs its frontier advance recorded
+    assert q.next_queued() is None
+
+
+def test_dropped_commit_can_be_queued_again(ledger_cfg):
+    _, engine = open_recorder(ledger_cfg, read_only=False)
+    q = JobQueue(engine)
+    entry, _ = q.enqueue("acme/kernels", "pr/1", SHA, JOB)
+    q.drop(entry.id, "PR #1 draft")
+    again, created = q.enqueue("acme/kernels", "pr/1", SHA, JOB)
+    assert created and again.id == entry.id and again.state is State.QUEUED
+
+
+def test_verdict_json_round_trip():
+    v = verdict()
+    assert verdict_from_json(verdict_to_json(v)) == v
+    with pytest.raises(ValueError, match="not one of"):
+        Verdict("HUGE", (), "", "g", "p")
+
+
+def test_recorder_is_idempotent_and_advances_the_frontier_once(ledger_cfg):
+    recorder, _ = open_recorder(ledger_cfg, read_only=False)
+    assert isinstance(recorder, LedgerRecorder)
+    now = datetime.now(UTC)
+    base = Job(**{**JOB, "pr_number": None, "fetch_ref": "refs/heads/main"}, baseline_sha=None)
+    recorder.record(base, verdict("none", 1.0), now, now)
+    recorder.record(base, verdict("none", 1.0), now, now)  # a crash before the queue noted it
+    assert recorder.frontier("acme/kernels", "main") == SHA
+
+    pr = Job(**{**JOB, "sha": "d" * 40}, baseline_sha=SHA)
+    recorder.record(pr, verdict("M"), now, now)
+    assert recorder.frontier("acme/kernels", "main") == SHA  # a PR never moves the frontier
+
+    rejected = Job(**{**JOB, "sha": "e" * 40, "pr_number": None}, baseline_sha=SHA)
+    recorder.record(rejected, verdict("REJECT"), now, now)
+    faster = Job(**{**JOB, "sha": "f" * 40, "pr_number": None}, baseline_sha=SHA)
+    recorder.record(faster, verdict("L", 1.12), now, now)
+    stale = Job(**{**JOB, "sha": "9" * 40, "pr_number": None}, baseline_sha=SHA)
+    recorder.record(stale, verdict("S", 1.04), now, now)  # measured against a frontier that moved
+    with Ledger.open(ledger_cfg.ledger_url) as ledger:
+        advances = ledger.frontier_history()
+        assert [(a.commit_sha, round(a.delta, 4)) for a in advances] == [(SHA, 0.0), ("f" * 40, 0.12)]
+        assert ledger.count() == 5 and ledger.verify().ok
+        assert [m.speedup for m in ledger.find("d" * 40)[0].measurements] == [1.06]
+
+
+def test_recorder_needs_a_key_and_a_gpu_class(tmp_path):
+    with pytest.raises(EvalbotError, match="signing_key is not set"):
+        open_recorder(Config(ledger=LedgerConfig(gpu_class="x")), read_only=False)
+    with pytest.raises(EvalbotError, match="gpu_class is not set"):
+        open_recorder(Config(ledger=LedgerConfig(signing_key=str(tmp_path / "k"))), read_only=False)
+
+
+def test_basket_id_is_bounded():
+    assert basket_id(Config()) == "qwen3moe-tiny+gemma4-tiny"
+    long = Config(basket=BasketConfig(models=[f"/models/model-{i:03d}.gguf" for i in range(20)]))
+    assert basket_id(long).startswith("basket-") and len(basket_id(long)) <= 100
+
+
+def test_one_instance_per_ledger(tmp_path):
+    path = lock_path(f"sqlite:///{tmp_path}/ledger.sqlite", tmp_path / "data")
+    assert path == tmp_path / "ledger.sqlite.watch.lock"
+    with InstanceLock(path):
+        with pytest.raises(EvalbotError, match=r"another evalbot watch \(pid \d+\) is running"):
+            InstanceLock(path).acquire()
+    with InstanceLock(path):  # released: the next one gets it
+        pass
+    server = lock_path("postgresql+psycopg://u:secret@db/ledger", tmp_path / "data")
+    assert server.parent == tmp_path / "data" and "secret" not in server.name
+
+
+def test_evaluator_spec_errors_are_one_line():
+    for spec, needle in [("nomodule", "expected 'module:factory'"),
+                         ("no_such_module_x:create", "cannot import"),
+                         ("threading:NOPE", "has no callable 'NOPE'"),
+                         ("builtins:repr", "without evaluate()")]:
+        with pytest.raises(EvalbotError, match=needle):
+            load_evaluator(spec, Config())
+
