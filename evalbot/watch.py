@@ -130,9 +130,16 @@ class Watcher:
                 return report.ok
 
     def poll_once(self) -> PollReport:
+        """Discover, then work through the queue; discover again only after something was evaluated.
+
+        Discovery is not repeated between evaluations: publishing changes the PR listing (comments,
+        labels), so re-listing after each one would cost O(N) requests per evaluation. A PR that
+        closes or moves on while queued is caught by the re-read just before its evaluation; a new
+        head pushed meanwhile is found by the discovery that follows the queue.
+        """
         report = PollReport()
         while not self.stop.is_set():
-            if not self._pause_for_rate_limit(report):
+            if not self._pause_for_rate_limit():
                 break
             try:
                 self._discover(report)
@@ -142,14 +149,22 @@ class Watcher:
             except EvalbotError as exc:
                 self._error(report, exc)
                 break
+            evaluated_before = report.evaluated
+            if not self._work_through_queue(report) or report.evaluated == evaluated_before:
+                break
+        return report
+
+    def _work_through_queue(self, report: PollReport) -> bool:
+        """Finish pending records/publishes, evaluate every queued entry; False: stop this pass."""
+        while not self.stop.is_set():
             self._record_pending(report)
             self._publish_pending(report)
             entry = self.queue.next_queued()
-            if entry is None or self.stop.is_set():
-                break
-            if not self._evaluate(entry, report):
-                break
-        return report
+            if entry is None:
+                return True
+            if not self._pause_for_rate_limit() or not self._evaluate(entry, report):
+                return False
+        return False
 
     def _error(self, report: PollReport, message: object, wait_s: float | None = None) -> None:
         report.errors += 1
@@ -157,7 +172,7 @@ class Watcher:
             report.retry_after_s = max(report.retry_after_s or 0.0, wait_s)
         log.error("%s", message)
 
-    def _pause_for_rate_limit(self, report: PollReport) -> bool:
+    def _pause_for_rate_limit(self) -> bool:
         wait = self.client.rate_limit_wait()
         if wait <= 0:
             return True

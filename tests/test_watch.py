@@ -150,12 +150,13 @@ def test_publish_failure_is_retried_without_evaluating_again(tmp_path):
         sha = w.pr_branch(w.repo, "feature", "M")
         pull = w.standin.open_pull(w.repo, w.repo, "feature", "Feature")
         watcher = w.watcher()
-        # POSTs are not retried in the transport, so one 502 fails the publish step.
-        w.standin.fail(502, times=1, method="POST", path=r"/repos/acme/kernels/issues/1/comments")
+        # POSTs are not retried in the transport: each 502 fails a publish attempt. A pass tries
+        # twice (after the evaluation, and after the discovery that follows it).
+        w.standin.fail(502, times=2, method="POST", path=r"/repos/acme/kernels/issues/1/comments")
         first = watcher.poll_once()
         assert not first.ok
         (entry,) = [e for e in watcher.queue.all() if e.sha == sha]
-        assert entry.published_at is None and entry.publish_attempts == 1
+        assert entry.published_at is None and entry.publish_attempts == 2
         assert w.standin.bot_comments(pull, BOT) == []
         second = watcher.poll_once()
         assert second.ok and second.published == 1 and second.evaluated == 0
