@@ -16,6 +16,7 @@ a GitHub fault, a bad body or an evaluator crash.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from dataclasses import asdict, dataclass
@@ -291,7 +292,14 @@ class Watcher:
             log.error("evaluation of %s failed (attempt %d of %d): %s", job.describe(), entry.attempts,
                       self.s.max_attempts, _one_line(exc))
             return True
-        self.queue.finish(entry.id, {**verdict_to_json(verdict), "baseline_sha": baseline})
+        try:
+            record = {**verdict_to_json(verdict), "baseline_sha": baseline}
+            json.dumps(record)  # a verdict the queue cannot store is the evaluator's failure
+        except (TypeError, ValueError, AttributeError) as exc:
+            self.queue.fail_attempt(entry.id, f"unusable verdict: {_one_line(exc)}", self.s.max_attempts)
+            self._error(report, f"evaluation of {job.describe()} returned an unusable verdict: {exc}")
+            return True
+        self.queue.finish(entry.id, record)
         report.evaluated += 1
         log.info("verdict %s for %s: %s", verdict.label, job.describe(), verdict.summary())
         return True

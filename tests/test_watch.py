@@ -9,6 +9,7 @@ from fake_evaluator import evaluations
 from watch_support import BOT, world
 
 from evalbot.github.sticky import MARKER
+from evalbot.pipeline import Verdict
 from ledger.queue import State
 
 
@@ -188,3 +189,39 @@ def test_dry_run_evaluates_but_writes_nothing(tmp_path):
         assert w.standin.writes() == []
         assert w.standin.bot_comments(pull, BOT) == [] and pull.labels == []
         assert not (tmp_path / "data" / "ledger.sqlite").exists()
+
+
+def test_low_rate_limit_pauses_the_poller_without_spending_requests(tmp_path):
+    with world(tmp_path) as w:
+        watcher = w.watcher()
+        watcher.poll_once()
+        w.standin.remaining = 40  # below the reserve of 50
+        watcher.client.branch("main")  # any answer carries the X-RateLimit-* headers
+        assert watcher.client.rate_limit_wait() > 3000
+        sent = len(w.standin.requests)
+        thread = threading.Thread(target=watcher.poll_once)
+        thread.start()
+        thread.join(1.0)
+        assert thread.is_alive()  # pausing until the reset
+        assert len(w.standin.requests) == sent
+        watcher.request_stop()
+        thread.join(5.0)
+        assert not thread.is_alive()
+
+
+def test_unusable_verdict_is_an_evaluator_failure_not_a_crash(tmp_path):
+    class Unserialisable:
+        def evaluate(self, job, cancel):
+            return Verdict("M", ("why",), "md", "gpu", "policy", document={"when": object()})
+
+    with world(tmp_path, max_attempts=1) as w:
+        sha = w.pr_branch(w.repo, "feature", "M")
+        pull = w.standin.open_pull(w.repo, w.repo, "feature", "Feature")
+        watcher = w.watcher()
+        watcher.evaluator = Unserialisable()
+        report = watcher.poll_once()
+        assert not report.ok
+        (entry,) = [e for e in watcher.queue.all() if e.sha == sha]
+        assert entry.state is State.FAILED and "unusable verdict" in (entry.last_error or "")
+        (comment,) = w.standin.bot_comments(pull, BOT)
+        assert "evaluation failed" in comment.body

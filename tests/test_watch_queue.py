@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect
@@ -156,3 +157,22 @@ def test_evaluator_spec_errors_are_one_line():
         with pytest.raises(EvalbotError, match=needle):
             load_evaluator(spec, Config())
 
+
+
+def test_a_ledger_from_before_the_queue_is_migrated_keeping_its_rows(ledger_cfg):
+    from ledger import Signer, schema
+    from ledger.engine import make_engine
+
+    engine = make_engine(ledger_cfg.ledger_url)
+    schema.upgrade(engine, "old", "0002")
+    old = Ledger(engine, "old", Signer.load(Path(ledger_cfg.ledger.signing_key)))
+    now = datetime.now(UTC)
+    LedgerRecorder(old, "b", "test-gpu").record(Job(**JOB, baseline_sha=None), verdict(), now, now)
+    with pytest.raises(EvalbotError, match="run `evalbot ledger migrate`"):
+        open_recorder(ledger_cfg, read_only=False)
+    assert schema.upgrade(engine, "old") == ("0002", schema.head_revision())
+    _, new_engine = open_recorder(ledger_cfg, read_only=False)
+    assert new_engine is not None
+    JobQueue(new_engine).enqueue("acme/kernels", "pr/1", SHA, JOB)
+    with Ledger.open(ledger_cfg.ledger_url) as ledger:
+        assert ledger.count() == 1 and ledger.verify().ok

@@ -100,6 +100,8 @@ def github_call(what: str, clock: Callable[[], float] = time.time) -> Iterator[N
         yield
     except github.RateLimitExceededException as exc:
         raise GithubUnavailable(f"{what}: GitHub rate limit ({_message(exc)})", wait_s=_rate_wait(exc, clock)) from None
+    except github.BadAttributeException as exc:
+        raise GithubDataError(f"{what}: GitHub sent an unexpected value ({exc.actual_value!r})") from None
     except GithubException as exc:
         if exc.status >= 500 or exc.status == 429:
             raise GithubUnavailable(f"{what}: GitHub answered {_message(exc)}") from None

@@ -67,7 +67,8 @@ class Publisher:
             issue = self.client.repo.get_issue(number)
             for comment in issue.get_comments():
                 # The author check keeps a contributor's comment that quotes the marker untouched.
-                if MARKER in (comment.body or "") and comment.user.login == me:
+                author = comment.user.login if comment.user is not None else None
+                if MARKER in (comment.body or "") and author == me:
                     if comment.body != body:
                         comment.edit(body)
                     return comment.html_url
