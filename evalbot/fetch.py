@@ -81,6 +81,8 @@ def _git_env(home: Path) -> dict[str, str]:
 
 def normalize_url(url: str) -> str:
     """Remote URLs pass through; a local path becomes absolute so the mirror key does not depend on cwd."""
+    if url.startswith("-"):
+        raise FetchError(f"{url!r} looks like an option, not a repository URL")
     if "://" in url or re.match(r"^[\w.-]+@[\w.-]+:", url) or "::" in url:
         return url
     return str(Path(url).expanduser().resolve())

@@ -41,6 +41,8 @@ MANIFEST_NAME = "kernels.toml"
 MANIFEST_VERSION = 1
 MAX_MANIFEST_BYTES = 256 * 1024
 MAX_INCLUDE_DIRS = 16
+# Built from source: CUDA C++ or hand-written PTX, never a prebuilt cubin or fatbin.
+SOURCE_SUFFIXES = (".cu", ".ptx")
 
 # CUDA launch limits common to every architecture the bot builds for. The device's own limit on
 # dynamic shared memory (227 KiB on sm_90, less on consumer parts) is checked again at launch.
@@ -190,6 +192,8 @@ def _slot(label: str, root: Path, name: str, body: object) -> SlotOverride:
     real = resolve_in_tree(root, source, lambda msg: error("source", msg))
     if not real.is_file():
         raise error("source", f"{source!r} is not a regular file")
+    if PurePosixPath(source).suffix not in SOURCE_SUFFIXES:
+        raise error("source", f"{source!r}: sources are compiled, so they must be {' or '.join(SOURCE_SUFFIXES)} files")
 
     flags = body.get("flags", [])
     if not isinstance(flags, list) or len(flags) > MAX_FLAGS:

@@ -98,3 +98,15 @@ def test_output_flood_is_capped(cfg, tmp_path):
     assert report.reasons == ("slot rmsnorm: compiler output passed the 16384-byte log limit; build stopped",)
     assert len(report.slots[0].log.encode()) <= 16384 + 200
     assert build_tree(KERNELS, cfg, "sm_90").ok
+
+
+def test_hand_written_ptx_is_a_valid_source(cfg, tmp_path):
+    import subprocess
+
+    root = tree_with(tmp_path)
+    subprocess.run(["nvcc", "-ptx", "-arch=sm_90", "-Iinclude", "-o", "src/rmsnorm.ptx", "src/rmsnorm.cu"],
+                   cwd=root, check=True)
+    (root / "kernels.toml").write_text((root / "kernels.toml").read_text().replace("src/rmsnorm.cu", "src/rmsnorm.ptx"))
+    report = build_tree(root, cfg, "sm_90")
+    assert report.ok, report.reasons
+    assert report.slots[0].slot == "rmsnorm" and report.slots[0].cubin is not None

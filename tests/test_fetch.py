@@ -137,6 +137,14 @@ def test_option_like_or_malformed_revs_are_refused(tmp_path, upstream, rev):
         Mirror(tmp_path / "cache", str(upstream[0])).fetch(rev)
 
 
+@pytest.mark.parametrize("url", ["--upload-pack=touch /tmp/x", "-oProxyCommand=x@host:repo"])
+def test_option_like_urls_are_refused(tmp_path, url):
+    with pytest.raises(FetchError, match="looks like an option"):
+        Mirror(tmp_path / "cache", "/tmp/ok").fetch("main", from_url=url)
+    with pytest.raises(FetchError, match="looks like an option"):
+        Mirror(tmp_path / "cache", url)
+
+
 def test_command_running_transports_are_refused(tmp_path):
     marker = tmp_path / "ext-ran"
     with pytest.raises(FetchError, match="transport 'ext' not allowed"):

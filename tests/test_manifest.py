@@ -135,6 +135,7 @@ def test_slot_errors_name_file_slot_and_field(tree, kwargs, field, needle):
         ("src\\\\rmsnorm.cu", "plain '/'-separated"),
         ("src/missing.cu", "does not exist in the tree"),
         ("src", "is not a regular file"),
+        ("include/common.cuh", "must be .cu or .ptx files"),
     ],
 )
 def test_source_paths_must_stay_in_the_tree(tree, source, needle):
