@@ -3,7 +3,8 @@
     python benchmarks/build_bench.py [--backend docker|local|both] [--arch sm_90 --arch sm_120] [--repeats 3]
 
 Cold: every slot compiled into an empty cache. Cached: the same tree again, with a new backend object
-(so the docker backend probes its toolchain again, as a fresh `evalbot build` process would).
+(so the docker backend probes its toolchain again, as a fresh `evalbot build` process would), and
+with one backend kept across builds (a validator daemon probes once).
 Unchanged commit: what the validator pays in-process for a commit it has built before (mirror lookup,
 `git archive` export, manifest, staging, hashing, toolchain probe, cache hits); and the whole
 `python -m evalbot build <commit> --repo <repo>` command, first and again (process start included).
@@ -82,6 +83,10 @@ def bench(backend: str, arch: str, repeats: int) -> None:
         warm_cfg = dataclasses.replace(cfg, paths=dataclasses.replace(cfg.paths, cache_dir=str(work / "cold-0")))
         cached = [timed(lambda: build_tree(KERNELS, warm_cfg, arch, backend=make_backend(warm_cfg.build)))
                   for _ in range(repeats)]
+        daemon_backend = make_backend(warm_cfg.build)
+        daemon_backend.toolchain()
+        cached_daemon = [timed(lambda: build_tree(KERNELS, warm_cfg, arch, backend=daemon_backend))
+                         for _ in range(repeats)]
 
         repo, sha = commit_of(KERNELS, work)
         Mirror(work / "cold-0", str(repo)).fetch(sha)
@@ -104,7 +109,7 @@ def bench(backend: str, arch: str, repeats: int) -> None:
 
     print(f"{backend:6} {arch:7} {n_slots} slots, jobs={cfg.build.jobs}, {os.cpu_count()} CPUs:  "
           f"cold {statistics.median(cold):6.2f} s (min {min(cold):.2f})   "
-          f"cached {statistics.median(cached):5.2f} s   "
+          f"cached {statistics.median(cached):5.2f} s (same backend {statistics.median(cached_daemon):5.2f} s)   "
           f"unchanged commit (fetch+export+build) {statistics.median(in_process):5.2f} s   "
           f"`evalbot build <commit>`: first {first:5.2f} s, unchanged {statistics.median(again):5.2f} s")
 

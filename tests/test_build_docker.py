@@ -64,7 +64,8 @@ def no_build_containers_left() -> bool:
 
 @pytest.mark.parametrize("arch", ["sm_90", "sm_120"])
 def test_builds_every_slot_then_rebuilds_from_cache_in_under_a_second(cfg, arch):
-    cold = build_tree(KERNELS, cfg, arch)
+    backend = DockerBackend(cfg.build)  # one per validator process: the toolchain is probed once
+    cold = build_tree(KERNELS, cfg, arch, backend=backend)
     assert cold.ok, cold.reasons
     assert cold.sandboxed and cold.backend == "docker"
     assert f"docker {docker.from_env().images.get(cfg.build.image).id}" in cold.toolchain
@@ -74,7 +75,7 @@ def test_builds_every_slot_then_rebuilds_from_cache_in_under_a_second(cfg, arch)
         assert slot.cubin is not None
         assert set(slot.kernels) <= entry_kernels(slot.cubin.read_bytes())
     started = time.monotonic()
-    warm = build_tree(KERNELS, cfg, arch)
+    warm = build_tree(KERNELS, cfg, arch, backend=backend)
     elapsed = time.monotonic() - started
     assert warm.ok and all(s.cached for s in warm.slots)
     assert warm.cubins() == cold.cubins()
