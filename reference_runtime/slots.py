@@ -23,6 +23,9 @@ them):
   entry.
 * **Scratch.** A slot that needs temporary device memory declares ``scratch_bytes`` in its
   manifest entry as an expression of its shape symbols; the runtime allocates it once per graph.
+* **Arguments.** ``signature`` is the slot's parameter list, verbatim from the runtime's header
+  ``reference_runtime/cuda/evalbot_slots.h`` (macro ``EVALBOT_*_ARGS``); every launch of a
+  multi-launch slot receives that same full argument list, in order, on one stream.
 """
 
 from __future__ import annotations
@@ -117,6 +120,35 @@ class Slot:
         """Probe values for this slot's symbols: one set per architecture that uses it."""
         return [{**EXAMPLE_SHAPES[arch], **self.fixed} for arch in self.archs]
 
+# Parameter lists, verbatim from reference_runtime/cuda/evalbot_slots.h (a test keeps them equal).
+_SIG_GEMV = "const void* __restrict__ w, const float* __restrict__ x, float* __restrict__ y, int n_rows, int n_cols"
+_SIG_EMBED = ("const void* __restrict__ table, const int* __restrict__ token, float* __restrict__ out, int n_embd, "
+              "int n_vocab, float scale")
+_SIG_LM_HEAD = ("const void* __restrict__ w, const float* __restrict__ x, float* __restrict__ logits, int n_vocab, "
+                "int n_embd, float softcap")
+_SIG_RMSNORM = "const float* x, const float* __restrict__ w, float* y, int n_embd, float eps"
+_SIG_RMSNORM_RESIDUAL = ("float* __restrict__ h, const float* __restrict__ x, const float* __restrict__ w, "
+                         "float* __restrict__ y, int n_embd, float eps")
+_SIG_RMSNORM_POST_ADD = ("float* __restrict__ h, float* __restrict__ x, const float* __restrict__ w, int n_embd, "
+                         "float eps, float out_scale")
+_SIG_QK_NORM_ROPE = ("float* __restrict__ q, float* __restrict__ k, float* __restrict__ v, "
+                     "const float* __restrict__ q_norm, const float* __restrict__ k_norm, "
+                     "const float* __restrict__ freq_factors, const int* __restrict__ pos, int n_head, int n_head_kv, "
+                     "int head_dim, int n_rot, float freq_base, float freq_scale, float eps")
+_SIG_KV_APPEND = ("const float* __restrict__ k, const float* __restrict__ v, __half* __restrict__ k_cache, "
+                  "__half* __restrict__ v_cache, const int* __restrict__ pos, int n_head_kv, int head_dim, int n_ctx")
+_SIG_ATTN = ("const float* __restrict__ q, const __half* __restrict__ k_cache, const __half* __restrict__ v_cache, "
+             "float* __restrict__ out, void* __restrict__ scratch, const int* __restrict__ pos, int n_head, "
+             "int n_head_kv, int n_ctx, int n_swa, float scale")
+_SIG_GLU = "const float* __restrict__ gate, const float* __restrict__ up, float* __restrict__ y, int n_ff"
+_SIG_MOE_ROUTER = ("const float* __restrict__ logits, int* __restrict__ ids, float* __restrict__ weights, "
+                   "const float* __restrict__ expert_scale, int n_expert, int n_expert_used, float weights_scale")
+_SIG_MOE_FFN = ("const float* __restrict__ x, const int* __restrict__ ids, const float* __restrict__ weights, "
+                "const void* __restrict__ w_gate, const void* __restrict__ w_up, const void* __restrict__ w_down, "
+                "long long stride_gate, long long stride_up, long long stride_down, int type_gate, int type_up, "
+                "int type_down, float* __restrict__ out, void* __restrict__ scratch, int n_embd, int n_ff_exp, "
+                "int n_expert, int n_expert_used")
+
 
 def _fixed(**values: int) -> Mapping[str, int]:
     return MappingProxyType(values)
@@ -130,14 +162,17 @@ def _per_weight_type() -> list[Slot]:
             Slot(f"gemv_{wtype}", f"y[n_rows] = W[n_rows, n_cols] · x[n_cols], W in {wtype}",
                  ("n_rows", "n_cols"), ARCHS,
                  notes=f"W is {layout}, row-major; x and y are f32; n_cols % {block} == 0. "
-                       "Used for every dense projection (attention q/k/v/o, dense FFN, router logits)."),
+                       "Used for every dense projection (attention q/k/v/o, dense FFN, router logits).",
+                 signature=_SIG_GEMV),
             Slot(f"embed_{wtype}", f"token embedding lookup from a {wtype} table, scaled, to f32",
                  ("n_embd", "n_vocab"), ARCHS,
                  notes="The token id is read from device memory (graph-safe); the scale (sqrt(n_embd) "
-                       "on Gemma, 1 elsewhere) is an argument."),
+                       "on Gemma, 1 elsewhere) is an argument.",
+                 signature=_SIG_EMBED),
             Slot(f"lm_head_{wtype}", f"logits[n_vocab] = W_out[n_vocab, n_embd] · x, W_out in {wtype}",
                  ("n_embd", "n_vocab"), ARCHS,
-                 notes="Optional final logit soft-capping (Gemma) is an argument: cap * tanh(z / cap)."),
+                 notes="Optional final logit soft-capping (Gemma) is an argument: cap * tanh(z / cap).",
+                 signature=_SIG_LM_HEAD),
         ]
     return slots
 
@@ -156,47 +191,63 @@ def _attention(head_dim: int, sliding: bool, archs: tuple[str, ...]) -> Slot:
         notes="The current length is read from device memory; a split-K grid is sized from n_ctx and "
               "idle splits exit early. The combine launch (if any) must not depend on host data."
               + (" Only the last n_swa positions are attended." if sliding else ""),
+        signature=_SIG_ATTN,
     )
 
 
 _CATALOGUE: tuple[Slot, ...] = (
     *_per_weight_type(),
     Slot("rmsnorm", "y = x / rms(x) * w over n_embd elements", ("n_embd",), ARCHS,
-         notes="x, w, y f32; y may alias x. Gemma's (1 + w) convention is folded into w by the loader."),
+         notes="x, w, y f32; y may alias x. Gemma's (1 + w) convention is folded into w by the loader.",
+         signature=_SIG_RMSNORM),
     Slot("rmsnorm_residual", "h += x; y = rmsnorm(h) * w (fused residual add then norm)", ("n_embd",), ARCHS,
-         notes="h is the residual stream, updated in place; y must not alias h."),
-    Slot("rmsnorm_post_add", "h += rmsnorm(x) * w (Gemma post-attention / post-FFN norm)", ("n_embd",),
-         ("gemma3", "gemma4"), notes="x may be clobbered; h is updated in place."),
+         notes="h is the residual stream, updated in place; y must not alias h.",
+         signature=_SIG_RMSNORM_RESIDUAL),
+    Slot("rmsnorm_post_add", "h = (h + rmsnorm(x) * w) * out_scale (Gemma post-attention / post-FFN norm)",
+         ("n_embd",), ("gemma3", "gemma4"),
+         notes="x may be clobbered; h is updated in place; out_scale is Gemma 4's layer_output_scale on a "
+               "layer's last add, 1 elsewhere.",
+         signature=_SIG_RMSNORM_POST_ADD),
     Slot("qk_norm_rope", "per-head RMSNorm of q and k, then NeoX RoPE at the device-side position",
          ("n_head", "n_head_kv", "head_dim", "n_rot"), ARCHS,
          notes="q [n_head, head_dim] and k [n_head_kv, head_dim] f32, in place. RoPE base and scale are "
-               "per-layer arguments (Gemma alternates bases between sliding and global layers)."),
+               "per-layer arguments (Gemma alternates bases between sliding and global layers); optional "
+               "per-pair frequency divisors (Gemma 4 proportional RoPE). When v is not NULL (Gemma 4) it is "
+               "RMS-normed in place without a weight and not rotated.",
+         signature=_SIG_QK_NORM_ROPE),
     Slot("kv_append", "write this position's k and v into the KV cache",
          ("n_head_kv", "head_dim", "n_ctx"), ARCHS,
-         notes="Cache layout and dtype are defined by the runtime header; the position is read from "
-               "device memory. Sliding-window layers may use a ring of n_swa positions."),
+         notes="fp16 caches [n_head_kv][n_ctx][head_dim] per layer (the header's KV CACHE section); "
+               "position p at index p on every layer, sliding-window layers included; the position is "
+               "read from device memory.",
+         signature=_SIG_KV_APPEND),
     _attention(128, False, ("qwen3moe",)),
     _attention(256, False, ("gemma3",)),
     _attention(256, True, ("gemma3", "gemma4")),
     _attention(512, False, ("gemma4",)),
-    Slot("glu_swiglu", "y = silu(gate) * up over n_ff elements", ("n_ff",), ("qwen3moe",)),
-    Slot("glu_geglu", "y = gelu_tanh(gate) * up over n_ff elements", ("n_ff",), ("gemma3", "gemma4")),
+    Slot("glu_swiglu", "y = silu(gate) * up over n_ff elements", ("n_ff",), ("qwen3moe",), signature=_SIG_GLU),
+    Slot("glu_geglu", "y = gelu_tanh(gate) * up over n_ff elements", ("n_ff",), ("gemma3", "gemma4"),
+         signature=_SIG_GLU),
     Slot("moe_router_topk", "softmax/top-k over router logits into device-side expert ids and weights",
          ("n_expert", "n_expert_used"), ("qwen3moe", "gemma4"),
          notes="Writes n_expert_used ids (int32) and weights (f32, renormalised as the architecture "
-               "requires); nothing returns to the host."),
+               "requires, times Gemma 4's per-expert output scale when given); nothing returns to the host.",
+         signature=_SIG_MOE_ROUTER),
     Slot("moe_ffn_swiglu", "fused routed-expert FFN: down(silu(gate x) * up x), weighted sum over experts",
          ("n_embd", "n_expert", "n_expert_used", "n_ff_exp"), ("qwen3moe",),
          max_launches=3,
          scratch="optional: the [n_expert_used, n_ff_exp] f32 activations between the gate/up and down "
                  "launches",
-         notes="Expert ids and weights come from moe_router_topk on the device. Expert weight types are "
-               "arguments of the runtime header (they differ between gate/up and down in K-quant mixes)."),
+         notes="Expert ids and weights come from moe_router_topk on the device. Expert weight types and "
+               "per-expert byte strides are arguments (types differ between gate/up and down in K-quant "
+               "mixes).",
+         signature=_SIG_MOE_FFN),
     Slot("moe_ffn_geglu", "fused routed-expert FFN with GeGLU, weighted sum over experts",
          ("n_embd", "n_expert", "n_expert_used", "n_ff_exp"), ("gemma4",),
          max_launches=3,
          scratch="optional: the [n_expert_used, n_ff_exp] f32 activations between launches",
-         notes="As moe_ffn_swiglu, with the tanh-approximated GELU."),
+         notes="As moe_ffn_swiglu, with the tanh-approximated GELU.",
+         signature=_SIG_MOE_FFN),
 )
 
 

@@ -1,0 +1,1 @@
+"""The GPU decode runtime: slot plans, baseline kernels, CUDA-graph decode, fault containment."""

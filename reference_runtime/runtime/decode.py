@@ -1,0 +1,184 @@
+"""The CUDA-graph decode runtime: one model, one KV cache, one kernel per slot (baseline or not).
+
+``DecodeRuntime`` turns a :class:`~reference_runtime.runtime.plan.DecodePlan` into launches of the
+chosen cubins, captures the whole step into one CUDA graph and replays it once per token. Nothing
+on the host changes between replays: the step's prologue kernel advances a device-side counter
+into the position and reads the input token from a device-side sequence; the recorder kernel
+copies the logits into a device ring that the host reads every ``history`` tokens. MoE expert ids
+stay on the device. Two runtimes may share one :class:`DeviceModel` (the weights) in a process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import cupy
+import numpy as np
+
+from reference_runtime.errors import ReferenceRuntimeError
+from reference_runtime.runtime.abi import slot_abis
+from reference_runtime.runtime.device import DeviceModel
+from reference_runtime.runtime.kernels import INTERNAL_LAUNCHES, SlotKernel, baseline_kernels, internal_cubin
+from reference_runtime.runtime.launch import function, geometry, launch, pack
+from reference_runtime.runtime.plan import Buf, DecodePlan, Null, Op, build_plan
+
+SCRATCH_ALIGN = 256
+_POISON = 0xFF  # NaN in every float format: a kernel reading memory nothing wrote shows it
+
+
+class RuntimeSetupError(ReferenceRuntimeError):
+    pass
+
+
+def device_arch() -> str:
+    return f"sm_{cupy.cuda.Device().compute_capability}"
+
+
+def device_sm_count() -> int:
+    return int(cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["multiProcessorCount"])
+
+
+@dataclass(frozen=True)
+class Launch:
+    op: Op
+    kernel: str
+    function: Any  # cupy RawKernel
+    grid: tuple[int, ...]
+    block: tuple[int, ...]
+    shared_bytes: int
+    args: tuple[Any, ...]  # NumPy scalars: pointers as uint64, ints, floats
+
+
+class DecodeRuntime:
+    """Teacher-forced decode of one model through one captured CUDA graph."""
+
+    def __init__(self, weights: DeviceModel, n_ctx: int, overrides: Mapping[str, SlotKernel] | None = None,
+                 history: int = 256, baseline: Mapping[str, SlotKernel] | None = None) -> None:
+        self.weights = weights
+        self.plan: DecodePlan = build_plan(weights.model, n_ctx, history)
+        self.arch, self.n_sm = device_arch(), device_sm_count()
+        table = dict(baseline if baseline is not None else baseline_kernels(self.arch))
+        for slot in overrides or {}:
+            if slot not in slot_abis():
+                raise RuntimeSetupError(f"override for unknown slot {slot!r}")
+        table.update(overrides or {})
+        if missing := [s for s in self.plan.slots_used() if s not in table]:
+            raise RuntimeSetupError(f"no kernel for slot(s) {', '.join(missing)}")
+        self.kernels = {s: table[s] for s in self.plan.slots_used()}
+        self.stream = cupy.cuda.Stream(non_blocking=True)
+        self.buffers: dict[str, cupy.ndarray] = {}
+        self._allocate()
+        self.launches = self._resolve()
+        self.graph: Any = None
+
+    # -- set-up ---------------------------------------------------------------------------------
+    def env(self, op: Op) -> dict[str, int]:
+        return {**op.env, "n_sm": self.n_sm}
+
+    def _allocate(self) -> None:
+        scratch = max((self.kernels[op.name].scratch_bytes(self.env(op)) for op in self.plan.ops
+                       if not op.internal), default=0)
+        with self.stream:
+            for spec in self.plan.buffers.values():
+                if spec.kind == "weight":
+                    continue
+                if spec.kind == "derived":
+                    array = cupy.asarray(self.plan.derived[spec.name])
+                else:
+                    array = cupy.empty(spec.count, dtype=spec.dtype)
+                    array.view(cupy.uint8).fill(0 if spec.kind in ("kv", "state") else _POISON)
+                self.buffers[spec.name] = array
+            self.buffers["scratch"] = cupy.full(max(scratch, SCRATCH_ALIGN), _POISON, dtype=cupy.uint8)
+        self.stream.synchronize()
+
+    def ptr(self, arg: Buf | Null) -> int | None:
+        if isinstance(arg, Null):
+            return None
+        base = self.weights.ptr(arg.name) if arg.name in self.weights.arrays else int(self.buffers[arg.name].data.ptr)
+        return base + arg.offset
+
+    def _resolve(self) -> list[Launch]:
+        internal = str(internal_cubin(self.arch))
+        launches = []
+        for op in self.plan.ops:
+            env = self.env(op)
+            args = pack(op.name, [self.ptr(v) if isinstance(v, Buf | Null) else v for v in op.args.values()])
+            specs = [(internal, INTERNAL_LAUNCHES[op.name])] if op.internal else \
+                [(str(self.kernels[op.name].cubin), spec) for spec in self.kernels[op.name].launches]
+            for cubin, spec in specs:
+                launches.append(Launch(op, spec.kernel, function(cubin, spec.kernel), *geometry(spec, env), args))
+        return launches
+
+    # -- running ----------------------------------------------------------------------------------
+    def _enqueue(self) -> None:
+        for item in self.launches:
+            launch(item.function, item.grid, item.block, item.shared_bytes, item.args)
+
+    def step_eager(self) -> None:
+        """One decode step by ordinary launches (asynchronous; for comparison with the graph)."""
+        with self.stream:
+            self._enqueue()
+
+    def capture(self) -> None:
+        with self.stream:
+            self.stream.begin_capture()
+            try:
+                self._enqueue()
+            finally:
+                self.graph = self.stream.end_capture()
+
+    def replay(self) -> None:
+        if self.graph is None:
+            self.capture()
+        self.graph.launch(self.stream)
+
+    def set_tokens(self, tokens: Sequence[int], start: int = 0) -> None:
+        """Load the teacher-forced sequence and make the next step decode position ``start``."""
+        ids = np.asarray(tokens, dtype=np.int32)
+        n_vocab = self.plan.config.n_vocab
+        if ids.ndim != 1 or len(ids) > self.plan.n_ctx:
+            raise ValueError(f"expected at most {self.plan.n_ctx} tokens in a 1-D sequence, got shape {ids.shape}")
+        if len(ids) and (ids.min() < 0 or ids.max() >= n_vocab):
+            raise ValueError(f"token ids must lie in [0, {n_vocab})")
+        with self.stream:
+            self.buffers["tokens"][: len(ids)].set(ids, stream=self.stream)
+            self.buffers["counter"].fill(start)
+        self.stream.synchronize()
+
+    def teacher_forced(self, tokens: Sequence[int], eager: bool = False) -> np.ndarray:
+        """Logits [len(tokens), n_vocab] (float32): position t's row is the model's prediction after
+        reading tokens[: t + 1], decoded one token per graph replay."""
+        self.set_tokens(tokens)
+        n, vocab, cap = len(tokens), self.plan.config.n_vocab, self.plan.history
+        out = np.empty((n, vocab), dtype=np.float32)
+        if not eager and self.graph is None:
+            self.capture()
+        for start in range(0, n, cap):
+            m = min(cap, n - start)
+            for _ in range(m):
+                self.step_eager() if eager else self.graph.launch(self.stream)
+            self.stream.synchronize()
+            out[start : start + m] = self.buffers["history"][: m * vocab].get().reshape(m, vocab)
+        return out
+
+    def fill_kv(self, seed: int = 0) -> None:
+        """Random unit-scale fp16 keys and values everywhere, for timing at a context length without
+        decoding it first (attention's cost does not depend on the values)."""
+        rng = cupy.random.default_rng(seed)
+        with self.stream:
+            for name, array in self.buffers.items():
+                if name.startswith(("k_cache.", "v_cache.")):
+                    array[...] = rng.standard_normal(array.size, dtype=cupy.float32).astype(cupy.float16)
+        self.stream.synchronize()
+
+
+def teacher_forced_job(model_path: str, tokens: list[int], n_ctx: int,
+                       overrides: Mapping[str, SlotKernel] | None = None) -> np.ndarray:
+    """Open, upload, decode: the unit of work a contained worker runs (see ``worker.py``)."""
+    from reference_runtime.gguf_model import GGUFModel
+
+    with GGUFModel.open(model_path) as model:
+        runtime = DecodeRuntime(DeviceModel(model), n_ctx, overrides, history=min(256, max(len(tokens), 1)))
+        return runtime.teacher_forced(tokens)

@@ -1,0 +1,81 @@
+"""Launching one slot's kernel(s) with arguments given by name: the runtime's step and the slot
+tests use the same packing, so a test exercises exactly the launches a graph captures."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import cupy
+import numpy as np
+
+from reference_runtime.errors import ReferenceRuntimeError
+from reference_runtime.runtime.abi import slot_abis
+from reference_runtime.runtime.kernels import Env, LaunchSpec, SlotKernel
+from reference_runtime.runtime.plan import INTERNAL
+
+_MODULES: dict[str, Any] = {}
+
+
+class LaunchError(ReferenceRuntimeError):
+    pass
+
+
+def param_dtypes(name: str) -> list[str]:
+    """'ptr' or a NumPy scalar dtype per parameter of a slot or runtime-internal kernel."""
+    if name in INTERNAL:
+        return [d for _, d in INTERNAL[name]]
+    return ["ptr" if p.is_pointer else p.scalar_dtype for p in slot_abis()[name].params]
+
+
+def pack(name: str, values: list[Any]) -> tuple[Any, ...]:
+    """Kernel arguments as NumPy scalars: pointers (ints, or None for NULL) as uint64."""
+    dtypes = param_dtypes(name)
+    if len(values) != len(dtypes):
+        raise LaunchError(f"{name} takes {len(dtypes)} arguments, got {len(values)}")
+    return tuple(np.uint64(0 if v is None else v) if d == "ptr" else np.dtype(d).type(v)
+                 for v, d in zip(values, dtypes, strict=True))
+
+
+def function(cubin: str, kernel: str) -> Any:
+    """The entry ``kernel`` of ``cubin`` (modules are loaded once per process)."""
+    module = _MODULES.get(cubin)
+    if module is None:
+        module = _MODULES[cubin] = cupy.RawModule(path=cubin)
+    try:
+        return module.get_function(kernel)
+    except cupy.cuda.driver.CUDADriverError as exc:
+        raise LaunchError(f"{cubin}: no kernel {kernel!r} ({exc})") from None
+
+
+def dims(value: Any) -> tuple[int, ...]:
+    out = (value,) if isinstance(value, int) else tuple(int(v) for v in value)
+    if not 1 <= len(out) <= 3 or min(out) < 1:
+        raise LaunchError(f"launch dimensions {out} are not 1 to 3 positive integers")
+    return out
+
+
+def geometry(spec: LaunchSpec, env: Env) -> tuple[tuple[int, ...], tuple[int, ...], int]:
+    return dims(spec.grid(env)), dims(spec.block(env)), int(spec.shared_bytes(env))  # type: ignore[arg-type]
+
+
+def launch(fn: Any, grid: tuple[int, ...], block: tuple[int, ...], shared: int, args: tuple[Any, ...]) -> None:
+    if shared > 48 * 1024:
+        fn.max_dynamic_shared_size_bytes = shared
+    fn(grid, block, args, shared_mem=shared)
+
+
+def run_slot(slot: str, kernel: SlotKernel, env: Env, args: Mapping[str, Any]) -> None:
+    """Launch ``kernel`` for ``slot`` on the current stream. ``args`` by parameter name: CuPy arrays
+    for pointers (``None`` for NULL), numbers for scalars. Scratch is allocated and poisoned here."""
+    abi = slot_abis()[slot]
+    if set(args) != {p.name for p in abi.params} - {"scratch"}:
+        raise LaunchError(f"{slot} takes {[p.name for p in abi.params]}, got {sorted(args)}")
+    scratch = cupy.full(max(int(kernel.scratch_bytes(env)), 256), 0xFF, dtype=cupy.uint8)  # type: ignore[arg-type]
+    values = []
+    for p in abi.params:
+        v = scratch if p.name == "scratch" else args[p.name]
+        values.append(int(v.data.ptr) if isinstance(v, cupy.ndarray) else v)
+    packed = pack(slot, values)
+    for spec in kernel.launches:
+        launch(function(str(kernel.cubin), spec.kernel), *geometry(spec, env), packed)

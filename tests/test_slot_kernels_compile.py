@@ -1,0 +1,48 @@
+"""CPU CI: every CUDA source of the runtime compiles with nvcc for the targets the bot builds for,
+and every kernel the baseline table launches is an entry point of its cubin."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from evalbot.build.cubin import entry_kernels
+from reference_runtime.runtime.abi import cuda_dir
+from reference_runtime.runtime.compile import CompileError, compile_cubin
+from reference_runtime.runtime.kernels import INTERNAL_LAUNCHES, _baseline_launches, kernel_source
+
+pytestmark = pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed")
+
+SOURCES = sorted((cuda_dir() / "kernels").glob("*.cu")) + sorted(
+    (Path(__file__).parent / "data" / "runtime_kernels").glob("*.cu"))
+ARCHS = ("sm_90", "sm_120")
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.name)
+def test_source_compiles(source: Path, arch: str, tmp_path: Path) -> None:
+    cubin = compile_cubin(source, arch, tmp_path)
+    assert entry_kernels(cubin.read_bytes())
+
+
+def test_baseline_kernel_names_exist_in_their_cubins(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    for slot, (src, launches, _scratch) in _baseline_launches().items():
+        names = entry_kernels(compile_cubin(kernel_source(src), "sm_90", cache).read_bytes())
+        for launch in launches:
+            assert launch.kernel in names, (slot, launch.kernel)
+    runtime = entry_kernels(compile_cubin(kernel_source("runtime"), "sm_90", cache).read_bytes())
+    assert {spec.kernel for spec in INTERNAL_LAUNCHES.values()} <= runtime
+
+
+def test_compile_cache_reuses_and_errors_name_the_source(tmp_path: Path) -> None:
+    src = kernel_source("glu")
+    first = compile_cubin(src, "sm_90", tmp_path)
+    mtime = first.stat().st_mtime_ns
+    assert compile_cubin(src, "sm_90", tmp_path) == first and first.stat().st_mtime_ns == mtime
+    bad = tmp_path / "bad.cu"
+    bad.write_text('extern "C" __global__ void k() { undeclared(); }\n')
+    with pytest.raises(CompileError, match=r"bad\.cu"):
+        compile_cubin(bad, "sm_90", tmp_path)
