@@ -53,10 +53,6 @@ class LocalBackend:
         self.cfg = cfg
         self._toolchain: str | None = None
 
-    @property
-    def network_isolated(self) -> bool:
-        return bool(unshare_prefix())
-
     def out_path(self, out: Path) -> str:
         return str(out)
 
