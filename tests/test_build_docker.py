@@ -317,3 +317,25 @@ def test_root_user_is_refused(cfg):
 
     with pytest.raises(EvalbotError, match=r"\[build\] user must be a non-root numeric uid:gid"):
         DockerBackend(with_build(cfg, user="0:0").build)
+
+
+def test_the_image_entrypoint_never_runs(cfg, tmp_path):
+    """nvidia/cuda images wrap every command in an entrypoint script; builds bypass it."""
+    import dataclasses
+    import shutil
+
+    from evalbot.build.hostimage import root_filesystem
+
+    client = docker.from_env()
+    data, _ = root_filesystem(65534, 65534, Path(shutil.which("nvcc") or "nvcc"))
+    client.api.import_image_from_data(data, repository="evalbot-test-entrypoint", tag="1",
+                                      changes=['ENTRYPOINT ["/usr/bin/echo", "ENTRYPOINT-RAN"]'])
+    try:
+        backend = DockerBackend(dataclasses.replace(cfg.build, image="evalbot-test-entrypoint:1"))
+        out = tmp_path / "out"
+        out.mkdir()
+        out.chmod(0o777)
+        result = backend.run(["/usr/bin/echo", "direct"], tmp_path, out)
+        assert result.log == "direct\n"
+    finally:
+        client.images.remove("evalbot-test-entrypoint:1", force=True)
