@@ -32,8 +32,6 @@ from ledger.records import AdvanceIn, EvaluationIn
 from ledger.verify import VerifyReport, verify_chain
 
 _HEX = frozenset("0123456789abcdef")
-# What makes two evaluations the same verdict for ``record_evaluation(once=True)``.
-_SAME_VERDICT = ("repo", "commit_sha", "basket", "gpu_class", "policy_hash")
 
 
 class Ledger:
@@ -91,21 +89,14 @@ class Ledger:
     def record_evaluation(self, evaluation: EvaluationIn, *, once: bool = False) -> Evaluation:
         """Append one verdict; returns the stored row with its measurements and chain entry.
 
-        ``once``: if the commit already has a verdict for the same repo, basket, GPU class and
-        policy, return that row instead of appending, so a caller that crashed between appending
-        and noting it can simply record again. The check and the append share one transaction.
+        ``once``: if an identical record (same content hash) of this commit is already in the
+        ledger, return it instead of appending, so a caller that crashed between appending and
+        noting it can simply record again. The check and the append share one transaction.
         """
         prepared = self._prepare([evaluation])
-        columns = prepared[0][1]
+        content, columns, _ = prepared[0]
         with translated(self.where), write_transaction(self.engine) as conn:
-            seq = None
-            if once:
-                seq = conn.execute(
-                    select(Evaluation.seq)
-                    .where(*(getattr(Evaluation, name) == columns[name] for name in _SAME_VERDICT))
-                    .order_by(Evaluation.seq)
-                    .limit(1)
-                ).scalar_one_or_none()
+            seq = self._identical(conn, Evaluation, columns["commit_sha"], content) if once else None
             if seq is None:
                 (seq,) = self._append(conn, chain.EVALUATION, prepared)
         found = self.evaluation(seq)
@@ -125,40 +116,44 @@ class Ledger:
     def record_frontier_advance(self, advance: AdvanceIn, *, once: bool = False) -> FrontierAdvance:
         """Append a frontier advance; refused if ``advance.previous_commit`` is no longer the frontier.
 
-        ``once``: if this very advance (same commit, same previous frontier) is already the
-        current frontier, return it instead of raising, for callers retrying after a crash.
+        ``once``: if an identical advance is already recorded, return it instead (a retry after a
+        crash would otherwise be refused: the frontier has already moved to this commit).
         """
         columns = advance.columns()
+        content = chain.advance_content(columns)
         with translated(self.where), write_transaction(self.engine) as conn:
-            current = conn.execute(
-                select(FrontierAdvance.seq, FrontierAdvance.commit_sha, FrontierAdvance.previous_commit)
-                .where(
-                    FrontierAdvance.basket == columns["basket"],
-                    FrontierAdvance.gpu_class == columns["gpu_class"],
-                )
-                .order_by(FrontierAdvance.seq.desc())
-                .limit(1)
-            ).one_or_none()
-            repeated = current is not None and (current.commit_sha, current.previous_commit) == (
-                columns["commit_sha"],
-                columns["previous_commit"],
-            )
-            if once and repeated:
-                assert current is not None
-                seq = current.seq
-            else:
-                current_sha = None if current is None else current.commit_sha
-                if current_sha != columns["previous_commit"]:
+            seq = self._identical(conn, FrontierAdvance, columns["commit_sha"], content) if once else None
+            if seq is None:
+                current = conn.execute(
+                    select(FrontierAdvance.commit_sha)
+                    .where(
+                        FrontierAdvance.basket == columns["basket"],
+                        FrontierAdvance.gpu_class == columns["gpu_class"],
+                    )
+                    .order_by(FrontierAdvance.seq.desc())
+                    .limit(1)
+                ).scalar_one_or_none()
+                if current != columns["previous_commit"]:
                     raise FrontierConflictError(
-                        f"frontier of {columns['basket']} on {columns['gpu_class']} is "
-                        f"{current_sha or 'not set'}, not {columns['previous_commit'] or 'not set'}: "
-                        "re-measure against the current frontier"
+                        f"frontier of {columns['basket']} on {columns['gpu_class']} is {current or 'not set'}, "
+                        f"not {columns['previous_commit'] or 'not set'}: re-measure against the current frontier"
                     )
                 self._check_evaluation_seq(conn, columns["evaluation_seq"])
-                (seq,) = self._append(conn, chain.FRONTIER_ADVANCE, [(chain.advance_content(columns), columns, [])])
+                (seq,) = self._append(conn, chain.FRONTIER_ADVANCE, [(content, columns, [])])
         found = self._one(self._advances().where(FrontierAdvance.seq == seq))
         assert found is not None
         return found
+
+    @staticmethod
+    def _identical(conn: Connection, model: Any, commit_sha: str, content: dict[str, Any]) -> int | None:
+        """The seq of an already recorded record of ``commit_sha`` with exactly this content."""
+        return conn.execute(
+            select(model.seq)
+            .join(Entry, Entry.seq == model.seq)
+            .where(model.commit_sha == commit_sha, Entry.content_hash == chain.content_hash(content))
+            .order_by(model.seq)
+            .limit(1)
+        ).scalar_one_or_none()
 
     @staticmethod
     def _check_evaluation_seq(conn: Connection, seq: int | None) -> None:

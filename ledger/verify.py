@@ -17,6 +17,7 @@ from sqlalchemy import Connection, Row, select
 
 from ledger import chain
 from ledger.canonical import GENESIS_HASH
+from ledger.errors import LedgerInputError
 from ledger.keys import key_id_of, public_key_from_hex, signature_valid
 from ledger.models import ChainHead, Entry, Evaluation, FrontierAdvance, Measurement, SigningKey
 
@@ -47,7 +48,10 @@ def _keys(
 ) -> tuple[dict[str, Ed25519PublicKey], Problem | None]:
     """Keys entries may be signed with: the given ones only, or else the ledger's own key table."""
     if pubkeys is not None:
-        return {key_id_of(h): public_key_from_hex(h) for h in pubkeys}, None
+        try:
+            return {key_id_of(h): public_key_from_hex(h) for h in pubkeys}, None
+        except ValueError:
+            raise LedgerInputError("pubkeys: each must be a raw Ed25519 public key as 64 hex digits") from None
     keys: dict[str, Ed25519PublicKey] = {}
     for key_id, public_hex in conn.execute(select(SigningKey.key_id, SigningKey.public_key)):
         try:

@@ -215,14 +215,18 @@ def test_recording_once_is_safe_to_retry(url: str, tmp_path: Path) -> None:
         first = ledger.record_evaluation(evaluation(10), once=True)
         again = ledger.record_evaluation(evaluation(10), once=True)
         assert again.seq == first.seq and ledger.count() == 4
-        new_policy = dataclasses.replace(evaluation(10), policy_hash="sha256:other")
-        assert ledger.record_evaluation(new_policy, once=True).seq == first.seq + 1
-        assert ledger.record_evaluation(evaluation(10)).seq == first.seq + 2  # without once: a new verdict
+        # A different verdict on the same commit (here: a failed run, then a real one) is new.
+        failed = dataclasses.replace(evaluation(11), status="error", label=None, measurements=[])
+        errored = ledger.record_evaluation(failed, once=True)
+        assert ledger.record_evaluation(evaluation(11), once=True).seq == errored.seq + 1
+        assert ledger.record_evaluation(evaluation(10)).seq == errored.seq + 2  # without once: appended
 
         step = advance(20, sha(3, "advance"), evaluation_seq=first.seq)
         moved = ledger.record_frontier_advance(step, once=True)
         assert ledger.record_frontier_advance(step, once=True).seq == moved.seq
         with pytest.raises(FrontierConflictError):
             ledger.record_frontier_advance(step)  # without once, the stale previous frontier is an error
+        with pytest.raises(FrontierConflictError):  # same commit, different numbers: not a retry
+            ledger.record_frontier_advance(dataclasses.replace(step, delta=0.2), once=True)
         assert [a.commit_sha for a in ledger.frontier_history()] == [sha(3, "advance"), sha(20, "advance")]
         assert ledger.verify().ok
