@@ -53,7 +53,7 @@ def _ceil(a: int, b: int) -> int:
     return -(-a // b)
 
 
-# -- baseline geometry (kernels/*.cu fix 8 rows per 128-thread GEMV block, 128-thread attention) ----
+# -- baseline geometry (kernels/*.cu: 8 rows per 128-thread GEMV block, 128-thread attention partials) --
 def gemv_grid(env: Env) -> tuple[int, ...]:
     return (_ceil(env["n_rows"], 8),)
 
@@ -74,12 +74,13 @@ def kv_grid(env: Env) -> tuple[int, ...]:
     return (env["n_head_kv"],)
 
 
-ATTN_MIN_CHUNK = 64  # EB_ATTN_MIN_CHUNK in attention.cu
+ATTN_MIN_CHUNK = 32  # EB_ATTN_MIN_CHUNK in attention.cu
 ATTN_MAX_SPLIT = 1024  # EB_ATTN_MAX_SPLIT
 
 
 def attn_splits(env: Env) -> int:
-    """About two blocks per SM at full length, never chunks shorter than the kernel's minimum."""
+    """One wave at full length: the partial kernel's ~170 registers per thread leave room for two
+    128-thread blocks per SM. Never chunks shorter than the kernel's minimum."""
     by_sm = _ceil(2 * env["n_sm"], env["n_head_kv"])
     return max(1, min(by_sm, _ceil(env["n_ctx"], ATTN_MIN_CHUNK), ATTN_MAX_SPLIT))
 
@@ -106,7 +107,7 @@ def moe_gate_up_grid(env: Env) -> tuple[int, ...]:
 
 
 def moe_down_grid(env: Env) -> tuple[int, ...]:
-    return (_ceil(env["n_embd"], 8),)
+    return (env["n_embd"],)
 
 
 def moe_scratch(env: Env) -> int:
@@ -142,8 +143,9 @@ def _baseline_launches() -> dict[str, tuple[str, tuple[LaunchSpec, ...], Size]]:
     table["kv_append"] = ("rope", (LaunchSpec("kv_append", kv_grid, _T128),), none)
     for slot in catalogue.SLOTS:
         if slot.startswith("attn_decode"):
-            table[slot] = ("attention", (LaunchSpec(f"{slot}_partial", attn_partial_grid, _T128),
-                                         LaunchSpec(f"{slot}_combine", attn_combine_grid, _T128)), attn_scratch)
+            launches = (LaunchSpec(f"{slot}_partial", attn_partial_grid, _T128),
+                        LaunchSpec(f"{slot}_combine", attn_combine_grid, Const((1024,))))
+            table[slot] = ("attention", launches, attn_scratch)
     for kind in ("swiglu", "geglu"):
         table[f"glu_{kind}"] = ("glu", (LaunchSpec(f"glu_{kind}", glu_grid, _T256),), none)
         table[f"moe_ffn_{kind}"] = ("moe", (LaunchSpec(f"moe_ffn_{kind}_gate_up", moe_gate_up_grid, _T128),

@@ -11,6 +11,8 @@ a reply means the child died.
 from __future__ import annotations
 
 import multiprocessing
+import os
+import sys
 import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -40,8 +42,12 @@ def _child(conn: Connection, fn: Callable[..., Any], args: tuple[Any, ...], kwar
         conn.send(("error", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
     else:
         conn.send(("ok", result, ""))
-    finally:
-        conn.close()
+    conn.close()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Skip interpreter teardown: after a fault the CUDA context is dead, and freeing modules and
+    # memory on it only prints errors (or blocks).
+    os._exit(0)
 
 
 def run_contained(fn: Callable[..., T], *args: Any, timeout_s: float, **kwargs: Any) -> T:

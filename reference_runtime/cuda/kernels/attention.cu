@@ -3,11 +3,11 @@
  * Launch 1 (partial), grid (n_head_kv, n_split): block (g, s) takes KV head g and the s-th chunk of
  * the attended range, with every query head of g's group, so each K/V row is read once per group.
  * Per tile of 128 positions: one thread per position scores it against the group's queries (q in
- * shared memory, broadcast reads), an online softmax keeps a running max and sum per head, and
- * each warp accumulates 32 positions' V rows with lanes owning head_dim/32 contiguous dimensions
- * (vector loads). The chunk length is derived on the device from *pos, so one captured grid serves
- * every length; splits past the end write an empty marker.
- * Launch 2 (combine), grid n_head: merges the splits' (max, sum, accumulator) triples.
+ * shared memory, broadcast reads), an online softmax keeps a running max and sum per head, and the
+ * tile's V rows are dealt round-robin to the warps, lanes owning head_dim/32 contiguous dimensions
+ * (vector loads, several rows in flight). The chunk length is derived on the device from *pos, so
+ * one captured grid serves every length; splits past the end write an empty marker.
+ * Launch 2 (combine), grid n_head, 1024 threads: merges the splits' (max, sum, accumulator).
  *
  * Scratch: 256-byte header (int n_split), then float ml[n_head][n_split][2] (max, sum), then, at
  * the next 16-byte boundary, float acc[n_head][n_split][head_dim]. */
@@ -15,7 +15,7 @@
 
 constexpr int EB_ATTN_THREADS = 128;
 constexpr int EB_ATTN_TILE = 128;
-constexpr int EB_ATTN_MIN_CHUNK = 64;
+constexpr int EB_ATTN_MIN_CHUNK = 32;
 constexpr int EB_ATTN_MAX_SPLIT = 1024;
 
 struct EbScratch {
@@ -89,7 +89,12 @@ __device__ void eb_attn_partial(EVALBOT_ATTN_ARGS) {
             continue;
         }
         __syncthreads();  // q_s is reused from the previous pass's final reduction
-        for (int i = threadIdx.x; i < gt * D; i += blockDim.x) q_s[i] = q[(size_t)h0 * D + i] * scale;
+        const float4* q4 = reinterpret_cast<const float4*>(q + (size_t)h0 * D);
+#pragma unroll 4
+        for (int i = threadIdx.x; i < gt * D / 4; i += EB_ATTN_THREADS) {
+            const float4 v = q4[i];
+            reinterpret_cast<float4*>(q_s)[i] = make_float4(v.x * scale, v.y * scale, v.z * scale, v.w * scale);
+        }
         if (threadIdx.x < gt) {
             m_s[threadIdx.x] = -INFINITY;
             l_s[threadIdx.x] = 0.0f;
@@ -107,18 +112,34 @@ __device__ void eb_attn_partial(EVALBOT_ATTN_ARGS) {
 #pragma unroll
             for (int g = 0; g < GTMAX; ++g) s[g] = 0.0f;
             if (j < s1) {
-                const __half* kr = kc + (size_t)j * D;
-#pragma unroll 4
-                for (int c = 0; c < D / 8; ++c) {
-                    float kf[8];
-                    eb_load_halves<8>(kr + 8 * c, kf);
+                // Up to sixteen 16-byte loads in flight per thread before any arithmetic: this
+                // phase is bound by memory latency, not by the FMAs.
+                const uint4* kr = reinterpret_cast<const uint4*>(kc + (size_t)j * D);
+                constexpr int NC = D / 8, BATCH = NC < 16 ? NC : 16;
+#pragma unroll 1
+                for (int c0 = 0; c0 < NC; c0 += BATCH) {
+                    uint4 raw[BATCH];
 #pragma unroll
-                    for (int g = 0; g < GTMAX; ++g) {
-                        if (g < gt) {
-                            const float4 a = *reinterpret_cast<const float4*>(q_s + g * D + 8 * c);
-                            const float4 b = *reinterpret_cast<const float4*>(q_s + g * D + 8 * c + 4);
-                            s[g] += a.x * kf[0] + a.y * kf[1] + a.z * kf[2] + a.w * kf[3] + b.x * kf[4] +
-                                    b.y * kf[5] + b.z * kf[6] + b.w * kf[7];
+                    for (int u = 0; u < BATCH; ++u) raw[u] = kr[c0 + u];
+#pragma unroll
+                    for (int u = 0; u < BATCH; ++u) {
+                        const __half2* h2 = reinterpret_cast<const __half2*>(&raw[u]);
+                        float kf[8];
+#pragma unroll
+                        for (int i = 0; i < 4; ++i) {
+                            const float2 v = __half22float2(h2[i]);
+                            kf[2 * i] = v.x;
+                            kf[2 * i + 1] = v.y;
+                        }
+                        const float* qc = q_s + 8 * (c0 + u);
+#pragma unroll
+                        for (int g = 0; g < GTMAX; ++g) {
+                            if (g < gt) {
+                                const float4 a = *reinterpret_cast<const float4*>(qc + g * D);
+                                const float4 b = *reinterpret_cast<const float4*>(qc + g * D + 4);
+                                s[g] += a.x * kf[0] + a.y * kf[1] + a.z * kf[2] + a.w * kf[3] + b.x * kf[4] +
+                                        b.y * kf[5] + b.z * kf[6] + b.w * kf[7];
+                            }
                         }
                     }
                 }
@@ -155,17 +176,33 @@ __device__ void eb_attn_partial(EVALBOT_ATTN_ARGS) {
 #pragma unroll
                 for (int i = 0; i < DL; ++i) acc[g][i] *= (g < gt ? corr_s[g] : 0.0f);
 
-            const int first = tile + 32 * warp;
-            const int count = min(32, s1 - first);
-            for (int t = 0; t < count; ++t) {
-                float vf[DL];
-                eb_load_halves<DL>(vc + (size_t)(first + t) * D + lane * DL, vf);
+            // The tile's V rows go round-robin to the warps (row t of the tile to warp t % 4), VU rows
+            // in flight per lane; rows past the chunk are not loaded and carry probability 0.
+            constexpr int VU = DL >= 8 ? 4 : 8;
+            constexpr int NW = EB_ATTN_THREADS / 32;
+            const int rows = min(EB_ATTN_TILE, s1 - tile);
+            for (int t0 = warp; t0 < rows; t0 += NW * VU) {
+                float vf[VU][DL];
 #pragma unroll
-                for (int g = 0; g < GTMAX; ++g) {
-                    if (g < gt) {
-                        const float pv = p_s[g][32 * warp + t];
+                for (int u = 0; u < VU; ++u) {
+                    const int t = t0 + NW * u;
+                    if (t < rows) {
+                        eb_load_halves<DL>(vc + (size_t)(tile + t) * D + lane * DL, vf[u]);
+                    } else {
 #pragma unroll
-                        for (int i = 0; i < DL; ++i) acc[g][i] += pv * vf[i];
+                        for (int i = 0; i < DL; ++i) vf[u][i] = 0.0f;
+                    }
+                }
+#pragma unroll
+                for (int u = 0; u < VU; ++u) {
+                    const int t = t0 + NW * u;
+#pragma unroll
+                    for (int g = 0; g < GTMAX; ++g) {
+                        if (g < gt) {
+                            const float pv = t < rows ? p_s[g][t] : 0.0f;
+#pragma unroll
+                            for (int i = 0; i < DL; ++i) acc[g][i] += pv * vf[u][i];
+                        }
                     }
                 }
             }
@@ -195,41 +232,60 @@ __device__ void eb_attn_partial(EVALBOT_ATTN_ARGS) {
     }
 }
 
+/* Combine, one block of EB_ATTN_COMBINE_THREADS per query head: 1024 / head_dim groups of head_dim
+ * threads each sum a strided share of the splits, then the groups' sums are added in a fixed order.
+ * The baseline partial fills splits from the front, so the non-empty splits are a prefix; empty
+ * ones (max = -inf, accumulators never written) get weight 0 and are not read. */
+constexpr int EB_ATTN_COMBINE_THREADS = 1024;
+
 template <int D>
 __device__ void eb_attn_combine(EVALBOT_ATTN_ARGS) {
+    constexpr int NG = EB_ATTN_COMBINE_THREADS / D;
     __shared__ float w_s[EB_ATTN_MAX_SPLIT];
-    __shared__ float inv_total;
+    __shared__ float red[NG][D];
     const int h = blockIdx.x;
     const int n_split = *reinterpret_cast<const int*>(scratch);
     const EbScratch sc = eb_scratch(scratch, n_head, n_split);
     const float* ml = sc.ml + (size_t)h * n_split * 2;
-    float m_max = -INFINITY;
-    for (int s = 0; s < n_split; ++s) m_max = fmaxf(m_max, ml[2 * s]);
-    // Empty splits (max = -inf) get weight 0 and their accumulators, never written, are skipped.
-    float part = 0.0f;
+    float mx = -INFINITY, active = 0.0f;
     for (int s = threadIdx.x; s < n_split; s += blockDim.x) {
         const float m = ml[2 * s];
-        const float w = m == -INFINITY ? 0.0f : expf(m - m_max);
+        mx = fmaxf(mx, m);
+        active += m == -INFINITY ? 0.0f : 1.0f;
+    }
+    mx = eb_block_max(mx);
+    const int n_active = (int)eb_block_sum(active);
+    float part = 0.0f;
+    for (int s = threadIdx.x; s < n_active; s += blockDim.x) {
+        const float w = expf(ml[2 * s] - mx);
         w_s[s] = w;
         part += w * ml[2 * s + 1];
     }
-    const float total = eb_block_sum(part);
-    if (threadIdx.x == 0) inv_total = 1.0f / total;
-    __syncthreads();
+    const float inv_total = 1.0f / eb_block_sum(part);  // its barriers also publish w_s
     const float* acc = sc.acc + (size_t)h * n_split * D;
-    for (int d = threadIdx.x; d < D; d += blockDim.x) {
-        float o = 0.0f;
-        for (int s = 0; s < n_split; ++s)
-            if (w_s[s] != 0.0f) o += w_s[s] * acc[(size_t)s * D + d];
-        out[(size_t)h * D + d] = o * inv_total;
+    const int d = threadIdx.x % D, grp = threadIdx.x / D;
+    float o[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    int s = grp;
+    for (; s + 3 * NG < n_active; s += 4 * NG) {
+#pragma unroll
+        for (int u = 0; u < 4; ++u) o[u] += w_s[s + u * NG] * acc[(size_t)(s + u * NG) * D + d];
+    }
+    for (; s < n_active; s += NG) o[0] += w_s[s] * acc[(size_t)s * D + d];
+    red[grp][d] = (o[0] + o[1]) + (o[2] + o[3]);
+    __syncthreads();
+    if (grp == 0) {
+        float total = 0.0f;
+#pragma unroll
+        for (int g = 0; g < NG; ++g) total += red[g][d];
+        out[(size_t)h * D + d] = total * inv_total;
     }
 }
 
 #define EB_ATTN(name, D, GT)                                                                                 \
-    extern "C" __global__ void __launch_bounds__(EB_ATTN_THREADS) name##_partial(EVALBOT_ATTN_ARGS) {       \
+    extern "C" __global__ void __launch_bounds__(EB_ATTN_THREADS, 1) name##_partial(EVALBOT_ATTN_ARGS) {       \
         eb_attn_partial<D, GT>(q, k_cache, v_cache, out, scratch, pos, n_head, n_head_kv, n_ctx, n_swa, scale); \
     }                                                                                                        \
-    extern "C" __global__ void name##_combine(EVALBOT_ATTN_ARGS) {                                           \
+    extern "C" __global__ void __launch_bounds__(EB_ATTN_COMBINE_THREADS) name##_combine(EVALBOT_ATTN_ARGS) {                                           \
         eb_attn_combine<D>(q, k_cache, v_cache, out, scratch, pos, n_head, n_head_kv, n_ctx, n_swa, scale);  \
     }
 

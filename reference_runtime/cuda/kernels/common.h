@@ -47,6 +47,23 @@ __device__ __forceinline__ float eb_block_sum(float v) {
     return total;
 }
 
+// Block-wide max; every thread gets the result. Same launch rules as eb_block_sum.
+__device__ __forceinline__ float eb_block_max(float v) {
+    __shared__ float partial[32];
+    __shared__ float total;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    v = eb_warp_max(v);
+    if (lane == 0) partial[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+        float m = lane < (int)(blockDim.x >> 5) ? partial[lane] : -INFINITY;
+        m = eb_warp_max(m);
+        if (lane == 0) total = m;
+    }
+    __syncthreads();
+    return total;
+}
+
 __device__ __forceinline__ float eb_f16(const uint8_t* p) {
     return __half2float(*reinterpret_cast<const __half*>(p));
 }

@@ -9,6 +9,7 @@ constexpr int EB_MAX_EXPERTS = 1024;
 extern "C" __global__ void moe_router_topk(EVALBOT_MOE_ROUTER_ARGS) {
     __shared__ float z[EB_MAX_EXPERTS];
     __shared__ int chosen[64];
+    __shared__ float chosen_z[64];
     const int lane = threadIdx.x;
     float mx = -INFINITY;
     for (int e = lane; e < n_expert; e += 32) {
@@ -34,6 +35,7 @@ extern "C" __global__ void moe_router_topk(EVALBOT_MOE_ROUTER_ARGS) {
         }
         if (lane == 0) {
             chosen[k] = arg;
+            chosen_z[k] = best;
             z[arg] = -INFINITY;
         }
         __syncwarp();
@@ -42,7 +44,7 @@ extern "C" __global__ void moe_router_topk(EVALBOT_MOE_ROUTER_ARGS) {
         float p[64];
         float sum = 0.0f;
         for (int k = 0; k < n_expert_used; ++k) {
-            p[k] = expf(logits[chosen[k]] - mx) / denom;
+            p[k] = expf(chosen_z[k] - mx) / denom;
             sum += p[k];
         }
         sum = fmaxf(sum, 6.103515625e-5f);
@@ -74,18 +76,32 @@ __device__ void eb_moe_gate_up(EVALBOT_MOE_FFN_ARGS) {
         static_cast<float*>(scratch)[(size_t)i * n_ff_exp + row] = (GELU ? eb_gelu_tanh(gs) : eb_silu(gs)) * us;
 }
 
-/* Launch 2, grid ceil(n_embd / 8): out[r] = sum_i weights[i] * (down_e[r] . scratch[i]). */
+/* Launch 2, grid n_embd: out[r] = sum_i weights[i] * (down_e[r] . scratch[i]). The block's eight
+ * 16-thread groups take experts i = g, g + 8, ... in parallel (the experts' rows are independent
+ * loads); the groups' partials are then added in a fixed order, so the result is deterministic. */
 __device__ void eb_moe_down(EVALBOT_MOE_FFN_ARGS) {
-    const int row = blockIdx.x * EB_MOE_ROWS + (threadIdx.x >> 4), lane16 = threadIdx.x & 15;
-    const int r = min(row, n_embd - 1);
+    __shared__ float part[EB_MOE_ROWS];
+    const int row = blockIdx.x, grp = threadIdx.x >> 4, lane16 = threadIdx.x & 15;
     const size_t row_bytes = eb_row_bytes_any(type_down, n_ff_exp);
     const float* act = static_cast<const float*>(scratch);
     float total = 0.0f;
-    for (int i = 0; i < n_expert_used; ++i) {
-        const uint8_t* d = static_cast<const uint8_t*>(w_down) + ids[i] * stride_down + r * row_bytes;
-        total += weights[i] * eb_half_warp_sum(eb_row_dot_any(type_down, d, act + (size_t)i * n_ff_exp, n_ff_exp, lane16));
+    for (int i0 = 0; i0 < n_expert_used; i0 += EB_MOE_ROWS) {
+        const int i = i0 + grp;
+        float v = 0.0f;
+        if (i < n_expert_used) {
+            const uint8_t* d = static_cast<const uint8_t*>(w_down) + ids[i] * stride_down + row * row_bytes;
+            v = eb_row_dot_any(type_down, d, act + (size_t)i * n_ff_exp, n_ff_exp, lane16);
+        }
+        v = eb_half_warp_sum(v);  // every lane takes part, busy group or not
+        if (i < n_expert_used) total += weights[i] * v;
     }
-    if (lane16 == 0 && row < n_embd) out[row] = total;
+    if (lane16 == 0) part[grp] = total;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float s = 0.0f;
+        for (int g = 0; g < EB_MOE_ROWS; ++g) s += part[g];
+        out[row] = s;
+    }
 }
 
 extern "C" __global__ void __launch_bounds__(EB_MOE_THREADS) moe_ffn_swiglu_gate_up(EVALBOT_MOE_FFN_ARGS) {

@@ -2,7 +2,8 @@
  *
  * qk_norm_rope: one block per head (q heads, then k heads, then v heads when v is given). The row
  * is staged in shared memory before anything is written back, so the op is safely in place. RoPE
- * angles are formed in double: at position 16k an f32 angle is off by ~1e-3 rad. */
+ * angles are formed and reduced modulo 2 pi in double (at position 16k an f32 angle is off by
+ * ~1e-3 rad); the reduced angle's sine and cosine are then exact enough in f32. */
 #include "common.h"
 
 constexpr int EB_MAX_HEAD_DIM = 1024;
@@ -44,11 +45,12 @@ extern "C" __global__ void qk_norm_rope(EVALBOT_QK_NORM_ROPE_ARGS) {
     for (int i = threadIdx.x; i < half; i += blockDim.x) {
         double theta = p * exp2(-(2.0 * i / n_rot) * log2_base);
         if (freq_factors) theta /= (double)freq_factors[i];
-        double s, c;
-        sincos(theta, &s, &c);
+        const double two_pi = 6.283185307179586;
+        float s, c;
+        sincosf((float)(theta - two_pi * rint(theta / two_pi)), &s, &c);
         const float a = row[i], b = row[i + half];
-        x[i] = a * (float)c - b * (float)s;
-        x[i + half] = b * (float)c + a * (float)s;
+        x[i] = a * c - b * s;
+        x[i + half] = b * c + a * s;
     }
     for (int i = n_rot + threadIdx.x; i < head_dim; i += blockDim.x) x[i] = row[i];
 }
