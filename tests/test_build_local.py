@@ -104,8 +104,10 @@ def test_hand_written_ptx_is_a_valid_source(cfg, tmp_path):
     import subprocess
 
     root = tree_with(tmp_path)
-    subprocess.run(["nvcc", "-ptx", "-arch=sm_90", "-Iinclude", "-o", "src/rmsnorm.ptx", "src/rmsnorm.cu"],
-                   cwd=root, check=True)
+    from reference_runtime.runtime.abi import cuda_dir
+
+    subprocess.run(["nvcc", "-ptx", "-arch=sm_90", "-Iinclude", f"-I{cuda_dir()}", "-o", "src/rmsnorm.ptx",
+                    "src/rmsnorm.cu"], cwd=root, check=True)
     (root / "kernels.toml").write_text((root / "kernels.toml").read_text().replace("src/rmsnorm.cu", "src/rmsnorm.ptx"))
     report = build_tree(root, cfg, "sm_90")
     assert report.ok, report.reasons

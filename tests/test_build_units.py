@@ -16,6 +16,7 @@ from evalbot.build.nvcc import compile_argv
 from evalbot.build.staging import stage_slot
 from evalbot.errors import EvalbotError
 from evalbot.manifest import ManifestError, load_manifest
+from reference_runtime.runtime.abi import header_path
 from tests.build_support import KERNELS, make_config, require_nvcc, tree_with
 
 
@@ -137,7 +138,9 @@ def test_staging_copies_only_the_slot_source_and_include_files(tmp_path):
     manifest = load_manifest(root)
     dest = tmp_path / "stage"
     digests = stage_slot(manifest, manifest.slots["gemv_f32"], dest)
-    assert sorted(digests) == ["include/alias.cuh", "include/common.cuh", "src/gemv_f32.cu"]
+    assert sorted(digests) == [".evalbot-abi/evalbot_slots.h", "include/alias.cuh", "include/common.cuh",
+                               "src/gemv_f32.cu"]
+    assert (dest / ".evalbot-abi" / "evalbot_slots.h").read_bytes() == header_path().read_bytes()
     files = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())
     assert files == sorted(digests)
     assert not (dest / "include" / "alias.cuh").is_symlink()
@@ -150,6 +153,17 @@ def test_staging_refuses_links_out_of_the_tree_inside_include_dirs(tmp_path):
     (root / "include" / "leak.cuh").symlink_to("/etc/passwd")
     manifest = load_manifest(root)
     with pytest.raises(ManifestError, match=r"include\[0\]: 'include/leak.cuh' is a symlink leading outside the tree"):
+        stage_slot(manifest, manifest.slots["rmsnorm"], tmp_path / "stage")
+
+
+def test_the_abi_header_directory_is_reserved(tmp_path):
+    root = tree_with(tmp_path)
+    (root / ".evalbot-abi").mkdir()
+    (root / ".evalbot-abi" / "evalbot_slots.h").write_text("// a contributor's own copy\n")
+    (root / "kernels.toml").write_text((root / "kernels.toml").read_text().replace(
+        'include = ["include"]', 'include = ["include", ".evalbot-abi"]'))
+    manifest = load_manifest(root)
+    with pytest.raises(ManifestError, match=r"'\.evalbot-abi' is reserved for the slot ABI header"):
         stage_slot(manifest, manifest.slots["rmsnorm"], tmp_path / "stage")
 
 

@@ -19,7 +19,7 @@ from evalbot.build.backend import Backend, RunResult, make_backend
 from evalbot.build.cache import BuildCache, slot_key
 from evalbot.build.cubin import CubinError, entry_kernels
 from evalbot.build.nvcc import check_arch, compile_argv
-from evalbot.build.staging import stage_slot
+from evalbot.build.staging import ABI_DIR, stage_slot
 from evalbot.build.verdict import BuildReport, SlotBuild
 from evalbot.config import BuildConfig, Config
 from evalbot.manifest import Manifest, ManifestError, SlotOverride, load_manifest
@@ -85,7 +85,7 @@ class _SlotJob:
         out.mkdir(parents=True)
         out.chmod(0o777)  # the sandbox's unprivileged user writes here
         output = f"{self.backend.out_path(out)}/{name}.cubin"
-        argv = compile_argv(override.source, output, self.arch, self.manifest.include, override.flags)
+        argv = compile_argv(override.source, output, self.arch, (ABI_DIR, *self.manifest.include), override.flags)
         self.say(f"{name}: compiling")
         result = self.backend.run(argv, src, out)
         if reason := self._limit_hit(result):

@@ -1,21 +1,26 @@
 """Copy exactly what one slot's compile may see into a fresh directory, and hash it.
 
-The compiler gets the slot's source and the manifest's ``include`` directories, nothing else of the
-contributor's tree. That keeps the build cache exact (its key hashes every file the compile could
-read) and keeps the sandbox's source mount free of anything the manifest did not declare. Symlinks
-are resolved inside the tree and copied as plain files; any leading outside is refused.
+The compiler gets the slot's source, the manifest's ``include`` directories and the runtime's slot
+ABI header, nothing else of the contributor's tree. That keeps the build cache exact (its key hashes
+every file the compile could read) and keeps the sandbox's source mount free of anything the
+manifest did not declare. Symlinks are resolved inside the tree and copied as plain files; any
+leading outside is refused.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from evalbot.manifest import Manifest, ManifestError, SlotOverride, resolve_in_tree
+from reference_runtime.runtime.abi import HEADER_NAME, header_path
 
 MAX_FILES = 2000
 MAX_BYTES = 64 * 2**20
+# Reserved directory of every staged tree: the runtime's slot header, so that sources can
+# `#include "evalbot_slots.h"` (the build passes -I for it before the manifest's include dirs).
+ABI_DIR = ".evalbot-abi"
 
 
 def stage_slot(manifest: Manifest, override: SlotOverride, dest: Path) -> dict[str, str]:
@@ -27,6 +32,9 @@ def stage_slot(manifest: Manifest, override: SlotOverride, dest: Path) -> dict[s
             wanted[name] = real
     wanted[override.source] = resolve_in_tree(
         manifest.root, override.source, lambda msg: ManifestError(f"{label}: source: {msg}"))
+    if any(PurePosixPath(name).parts[0] == ABI_DIR for name in wanted):
+        raise ManifestError(f"{label}: the directory name {ABI_DIR!r} is reserved for the slot ABI header")
+    wanted[f"{ABI_DIR}/{HEADER_NAME}"] = header_path()
     if len(wanted) > MAX_FILES:
         raise ManifestError(f"{label}: more than {MAX_FILES} files to stage (source plus include directories)")
     digests: dict[str, str] = {}
