@@ -63,7 +63,7 @@ def measure(n: int, idle_polls: int, root: Path) -> dict[str, Counter[int]]:
                           Publisher(client, g.status_context))
 
         result = {"first pass (evaluate + publish all)": counted(standin, watcher.poll_once),
-                  "next poll (sees our own comments/labels)": counted(standin, watcher.poll_once)}
+                  "next poll": counted(standin, watcher.poll_once)}
         idle = Counter[int]()
         for _ in range(idle_polls):
             idle.update(counted(standin, watcher.poll_once))

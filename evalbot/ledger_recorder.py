@@ -89,14 +89,14 @@ class LedgerRecorder:
             seq = existing[0].seq
         else:
             seq = self.ledger.record_evaluation(
-                _evaluation(job, verdict, self.basket, self.gpu_class, started_at, finished_at)
+                _evaluation(job, verdict, self.basket, self.gpu_class, started_at, finished_at), once=True
             ).seq
         if job.kind == "base" and verdict.verified:
             self._advance(job, verdict, seq, finished_at)
 
     def _advance(self, job: Job, verdict: Verdict, seq: int, when: datetime) -> None:
         if self.frontier(job.repo, job.base_ref) == job.sha:
-            return  # recorded by an earlier call
+            return  # recorded by an earlier call (or the commit was the frontier already)
         deltas = {m.model: m.speedup - 1.0 for m in verdict.models if m.speedup is not None}
         try:
             self.ledger.record_frontier_advance(
@@ -111,7 +111,8 @@ class LedgerRecorder:
                     advanced_at=when,
                     model_deltas=deltas,
                     evaluation_seq=seq,
-                )
+                ),
+                once=True,
             )
         except FrontierConflictError as exc:
             # Measured against a frontier that moved meanwhile: the Δ would be wrong, so no advance.

@@ -1,7 +1,8 @@
 """A stand-in for the eval harness, for the poller's tests: real git fetch, scripted verdicts.
 
-It fetches the job's commit from the stand-in's repository with real git (``fetch_ref``, then the SHA
-itself if the ref has moved on), and reads the verdict from an ``EVAL`` file in that commit::
+It fetches the job's commit from the stand-in's repository with evalbot's own bare-mirror fetch
+(:class:`evalbot.fetch.Mirror`: ``fetch_ref`` first, then the SHA itself if the ref has moved on),
+and reads the verdict from an ``EVAL`` file in that commit::
 
     label=M
     reason=3.1 % faster on both models
@@ -22,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from evalbot.fetch import Mirror
 from evalbot.pipeline import Cancelled, Job, ModelResult, Verdict
 
 
@@ -35,13 +37,9 @@ def _git(repo: Path, *args: str) -> str:
 class FakeEvaluator:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self.mirror = workdir / "mirror.git"
         self.log = workdir / "evaluations.log"
         self.gates = workdir / "gates"
         self.gates.mkdir(parents=True, exist_ok=True)
-        if not self.mirror.exists():
-            self.mirror.mkdir(parents=True)
-            _git(self.mirror, "init", "--quiet", "--bare")
 
     def _note(self, line: str) -> None:
         with self.log.open("a", encoding="utf-8") as f:
@@ -49,17 +47,16 @@ class FakeEvaluator:
             f.flush()
             os.fsync(f.fileno())
 
-    def _fetch(self, job: Job) -> None:
-        _git(self.mirror, "fetch", "--quiet", "--no-tags", job.clone_url, f"+{job.fetch_ref}:refs/fetched/head")
-        if _git(self.mirror, "rev-parse", "refs/fetched/head") != job.sha:
-            _git(self.mirror, "fetch", "--quiet", "--no-tags", job.clone_url, job.sha)
-        _git(self.mirror, "cat-file", "-e", f"{job.sha}^{{commit}}")
+    def _fetch(self, job: Job) -> Path:
+        mirror = Mirror(self.workdir / "cache", job.clone_url)
+        mirror.fetch_commit(job.sha, refs=(job.fetch_ref,))
+        return mirror.path
 
     def evaluate(self, job: Job, cancel: threading.Event) -> Verdict:
         self._note(f"start {job.sha} {os.getpid()}")
-        self._fetch(job)
+        mirror = self._fetch(job)
         spec: dict[str, Any] = {}
-        for line in _git(self.mirror, "show", f"{job.sha}:EVAL").splitlines():
+        for line in _git(mirror, "show", f"{job.sha}:EVAL").splitlines():
             key, _, value = line.partition("=")
             spec[key.strip()] = value.strip()
         if spec.get("crash"):

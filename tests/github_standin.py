@@ -10,10 +10,12 @@ commit by SHA). What GitHub does that the bot relies on is reproduced here:
 * the primary rate limit (``X-RateLimit-*`` headers, 403 "API rate limit exceeded" at zero);
 * ``Authorization`` checked (401 "Bad credentials");
 * pagination with ``Link`` headers;
-* ``POST .../issues/N/labels`` creating unknown repository labels on the fly.
+* ``POST .../issues/N/labels`` creating unknown repository labels on the fly;
+* new comments and label changes bumping the PR's ``updated_at``.
 
 Tests drive it through methods (``commit``, ``force_push``, ``open_pull``, ``close_pull``) and inject
-faults (``fail``, ``secondary_rate_limit``, ``exhaust_rate_limit``, ``delay``, ``on_request``).
+faults (``fail``, ``secondary_rate_limit``, ``exhaust_rate_limit``, ``delay``, ``corrupt``, and
+``on_request`` to change state just before a matching request is answered).
 Every request served is logged in ``requests`` for call counting.
 """
 

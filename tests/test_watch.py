@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from fake_evaluator import evaluations
@@ -170,10 +171,15 @@ def test_stop_abandons_the_running_evaluation_cleanly(tmp_path):
         sha = w.pr_branch(w.repo, "feature", "M", gate="never")
         w.standin.open_pull(w.repo, w.repo, "feature", "Feature")
         watcher = w.watcher()
-        timer = threading.Timer(0.5, watcher.request_stop)
-        timer.start()
+        def stop_once_started() -> None:
+            while ("start", sha) not in evaluations(w.evaldir):
+                time.sleep(0.02)
+            watcher.request_stop()
+
+        stopper = threading.Thread(target=stop_once_started)
+        stopper.start()
         watcher.run()  # returns once stopped, without finishing the gated evaluation
-        timer.join()
+        stopper.join()
         (entry,) = [e for e in watcher.queue.all() if e.sha == sha]
         assert entry.state is State.QUEUED and entry.attempts == 0
         assert ("cancelled", sha) in evaluations(w.evaldir)
