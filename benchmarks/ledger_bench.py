@@ -125,7 +125,8 @@ def run(url: str, rows: int, batch: int, key_dir: Path) -> None:
             print(f"  {done:>9,} rows  {done / insert_s:,.0f} rows/s", flush=True)
     sign_us = _signing_cost(signer) * 1e6
     print(
-        f"insert: {rows:,} verdicts + {advances} frontier advances in {insert_s:.1f} s = {rows / insert_s:,.0f} rows/s"
+        f"insert: {rows:,} verdicts + {advances} frontier advances in {insert_s:.1f} s = {rows / insert_s:,.0f} rows/s "
+        f"(CPU {insert_cpu:.1f} s = {insert_cpu / rows * 1e6:.0f} µs per verdict)"
     )
     # One signature per entry, plus one on the chain head per transaction.
     print(f"  Ed25519 signing: {sign_us:.1f} µs per signature, ≈{rows * sign_us / 1e6:.1f} s of the total")
