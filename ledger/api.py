@@ -41,7 +41,6 @@ class Ledger:
         self.engine = engine
         self.where = where
         self.signer = signer
-        self._key_registered = False
 
     @classmethod
     def open(cls, url: str, *, signer: Signer | None = None, create: bool = False) -> Ledger:
@@ -180,13 +179,10 @@ class Ledger:
         kind: str,
         prepared: Sequence[tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]],
     ) -> list[int]:
-        """Chain, sign and insert records inside the caller's write transaction; returns their seqs."""
+        """Chain, sign and insert records inside the caller's :func:`write_transaction`; returns their seqs."""
         signer = self._require_signer()
         self._register_key(conn, signer)
-        # FOR UPDATE is PostgreSQL's lock on the head; SQLite's BEGIN IMMEDIATE already holds the file.
-        head = conn.execute(
-            select(ChainHead.seq, ChainHead.entry_hash).where(ChainHead.id == 1).with_for_update()
-        ).one()
+        head = conn.execute(select(ChainHead.seq, ChainHead.entry_hash).where(ChainHead.id == 1)).one()
         seq, prev = head.seq, head.entry_hash
         entries, records, children, seqs = [], [], [], []
         for content, columns, measurements in prepared:
@@ -239,8 +235,6 @@ class Ledger:
         return self.signer
 
     def _register_key(self, conn: Connection, signer: Signer) -> None:
-        if self._key_registered:
-            return
         stored = conn.execute(
             select(SigningKey.public_key).where(SigningKey.key_id == signer.key_id)
         ).scalar_one_or_none()
@@ -252,7 +246,6 @@ class Ledger:
             )
         elif stored != signer.public_hex:
             raise LedgerError(f"{self.where}: key id {signer.key_id} is registered with a different public key")
-        self._key_registered = True
 
     # -- queries ---------------------------------------------------------------------------------
 

@@ -3,7 +3,8 @@
 SQLite: WAL (readers never block the writer and see a consistent snapshot), a busy timeout, and
 SQLAlchemy emitting BEGIN itself so a write transaction can start as ``BEGIN IMMEDIATE``: the
 write lock is taken before the chain head is read, so two writers cannot both extend the same head.
-PostgreSQL (and other servers) lock the chain-head row with ``SELECT … FOR UPDATE`` instead.
+PostgreSQL (and other servers) lock the chain-head row with ``SELECT … FOR UPDATE`` instead, as the
+transaction's first statement.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from ledger.errors import LedgerOpenError
+from ledger.models import ChainHead
 
 BUSY_TIMEOUT_S = 30.0
 _BEGIN_OPTION = "ledger_sqlite_begin"
@@ -85,11 +87,17 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
 
 @contextmanager
 def write_transaction(engine: Engine) -> Iterator[Connection]:
-    """A transaction that will append: on SQLite it holds the write lock from its first statement."""
+    """A transaction that will append, holding the ledger's write lock from its first statement.
+
+    Everything an append decides on (the chain head, the current frontier, whether a record is
+    already there) is read under the lock, so no other writer can change it before the commit.
+    """
     with engine.connect() as conn:
         if engine.dialect.name == "sqlite":
             conn.execution_options(**{_BEGIN_OPTION: "IMMEDIATE"})
         with conn.begin():
+            if engine.dialect.name != "sqlite":
+                conn.execute(select(ChainHead.id).where(ChainHead.id == 1).with_for_update())
             yield conn
 
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_ledger_support import BACKENDS, REPO_ROOT, backend_url, evaluation, new_signer
+from test_ledger_support import BACKENDS, REPO_ROOT, advance, backend_url, evaluation, new_signer, sha
 
 from ledger import Ledger
 
@@ -85,6 +85,32 @@ def stalled(self, conn, kind, prepared):
 Ledger._append = stalled
 with Ledger.open(url, signer=Signer.load(key)) as ledger:
     ledger.record_evaluations((evaluation(i) for i in range(1000, 1050)), batch_size=50)
+"""
+)
+
+
+# Tries to advance the frontier from the previous one given; the first to run (``stall``) pauses
+# after reading the current frontier and before appending, so the other one starts meanwhile.
+ADVANCER = (
+    _PRELUDE
+    + """
+from ledger import FrontierConflictError
+from test_ledger_support import advance
+n, previous, stall, go = int(sys.argv[3]), sys.argv[4], sys.argv[5] == "stall", Path(sys.argv[6])
+if stall:
+    original = Ledger._check_evaluation_seq
+    def slow(conn, seq):
+        print("stalled", flush=True)
+        time.sleep(3)
+        return original(conn, seq)
+    Ledger._check_evaluation_seq = staticmethod(slow)
+with Ledger.open(url, signer=Signer.load(key)) as ledger:
+    while not go.exists():
+        time.sleep(0.01)
+    try:
+        print("advanced", ledger.record_frontier_advance(advance(n, previous)).seq, flush=True)
+    except FrontierConflictError as exc:
+        print("conflict", exc, flush=True)
 """
 )
 
@@ -174,3 +200,22 @@ def test_sigkill_at_random_moments(url: str, tmp_path: Path) -> None:
             count = ledger.count()
         assert count >= acknowledged  # nothing the writer saw committed was lost
         assert count % 100 == 0  # and no batch is half there
+
+
+def test_two_validators_cannot_both_advance_the_same_frontier(url: str, tmp_path: Path) -> None:
+    """The second writer reads the frontier only after the first committed, and is refused."""
+    signer = new_signer(tmp_path)
+    with Ledger.open(url, signer=signer, create=True) as ledger:
+        base = ledger.record_frontier_advance(advance(1, None)).commit_sha
+    key = tmp_path / "validator.key"
+    first = spawn(ADVANCER, url, key, 2, base, "stall", tmp_path / "go-first")
+    second = spawn(ADVANCER, url, key, 3, base, "plain", tmp_path / "go-second")
+    (tmp_path / "go-first").touch()
+    read_line(first, "stalled")  # inside its transaction, having seen `base` as the frontier
+    (tmp_path / "go-second").touch()
+    outputs = [p.communicate(timeout=120)[0] for p in (first, second)]
+    assert outputs[0].splitlines()[-1].startswith("advanced")
+    assert outputs[1].startswith("conflict") and f"is {sha(2, 'advance')}, not {base}" in outputs[1]
+    with Ledger.open(url) as ledger:
+        assert [a.commit_sha for a in ledger.frontier_history()] == [base, sha(2, "advance")]
+        assert ledger.verify([signer.public_hex]).ok
