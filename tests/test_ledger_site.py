@@ -15,7 +15,7 @@ from pathlib import Path
 import matplotlib.image
 import numpy as np
 import pytest
-from test_ledger_support import REPO_ROOT, T0, advance, evaluation, new_signer, run_cli, sha
+from test_ledger_support import REPO_ROOT, T0, advance, backend_url, evaluation, new_signer, run_cli, sha
 
 from ledger import Ledger, Signer
 from ledger.site import build_site
@@ -98,15 +98,10 @@ def test_site_files_and_escaping(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.postgres
 def test_site_command_on_a_database_server_has_no_download_link(tmp_path: Path) -> None:
     """Only SQLite ledgers are files to download; other URLs still get the rest of the page."""
-    import os
-
-    from test_ledger_support import backend_url
-
-    if not os.environ.get("EVALBOT_TEST_POSTGRES_URL"):
-        pytest.skip("EVALBOT_TEST_POSTGRES_URL is not set (scripts/services.sh starts a throw-away PostgreSQL)")
-    urls = backend_url("postgres", tmp_path)
+    urls = backend_url("postgres", tmp_path)  # skips, saying why, without a PostgreSQL server
     url = next(urls)
     try:
         demo_ledger(url, new_signer(tmp_path)).close()
