@@ -20,7 +20,7 @@ from evalbot.github.publisher import Publisher
 from evalbot.github.token import read_token
 from evalbot.pipeline import DEFAULT_EVALUATOR, load_evaluator
 from evalbot.watch import Watcher, WatchSettings
-from evalbot.watch_lock import InstanceLock, lock_path
+from evalbot.watch_lock import instance_lock
 from ledger.queue import JobQueue
 
 
@@ -69,7 +69,7 @@ def watch(
     client = GithubClient(cfg.github, read_token(cfg.github))
     the_evaluator = load_evaluator(evaluator, cfg)
 
-    lock = None if dry_run else InstanceLock(lock_path(cfg.ledger_url, cfg.data_dir))
+    lock = None if dry_run else instance_lock(cfg.ledger_url, cfg.data_dir)
     if lock is not None:
         lock.acquire()
     try:

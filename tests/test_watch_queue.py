@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect
+from test_ledger_support import BACKENDS, backend_url
 
 from evalbot.config import BasketConfig, Config, LedgerConfig, PathsConfig
 from evalbot.errors import EvalbotError
 from evalbot.ledger_recorder import LedgerRecorder, basket_id, open_recorder
 from evalbot.pipeline import Job, ModelResult, Verdict, load_evaluator, verdict_from_json, verdict_to_json
-from evalbot.watch_lock import InstanceLock, lock_path
+from evalbot.watch_lock import AdvisoryLock, FileLock, instance_lock, lock_path
 from ledger import Ledger
 from ledger.keys import generate
 from ledger.queue import JobQueue, QueueRow, State
@@ -27,13 +28,16 @@ def verdict(label: str = "M", speedup: float = 1.06) -> Verdict:
                    (ModelResult("qwen3moe-tiny", label != "REJECT", 106.0, 100.0, speedup, (1.05, 1.07)),))
 
 
-@pytest.fixture
-def ledger_cfg(tmp_path):
+@pytest.fixture(params=BACKENDS)
+def ledger_cfg(request, tmp_path):
+    """A validator config whose ledger is a new SQLite file or a new PostgreSQL database."""
     key = tmp_path / "key.pem"
     generate(key)
-    return Config(ledger=LedgerConfig(url=str(tmp_path / "ledger.sqlite"), signing_key=str(key),
-                                      gpu_class="test-gpu"),
-                  paths=PathsConfig(data_dir=str(tmp_path)))
+    urls = backend_url(request.param, tmp_path)
+    url = next(urls)
+    yield Config(ledger=LedgerConfig(url=url, signing_key=str(key), gpu_class="test-gpu"),
+                 paths=PathsConfig(data_dir=str(tmp_path)))
+    urls.close()  # drops the PostgreSQL database
 
 
 def test_migration_creates_the_table_the_model_describes(ledger_cfg):
@@ -140,13 +144,30 @@ def test_basket_id_is_bounded():
 def test_one_instance_per_ledger(tmp_path):
     path = lock_path(f"sqlite:///{tmp_path}/ledger.sqlite", tmp_path / "data")
     assert path == tmp_path / "ledger.sqlite.watch.lock"
-    with InstanceLock(path):
+    assert isinstance(instance_lock(f"sqlite:///{tmp_path}/ledger.sqlite", tmp_path), FileLock)
+    with FileLock(path):
         with pytest.raises(EvalbotError, match=r"another evalbot watch \(pid \d+\) is running"):
-            InstanceLock(path).acquire()
-    with InstanceLock(path):  # released: the next one gets it
+            FileLock(path).acquire()
+    with FileLock(path):  # released: the next one gets it
         pass
-    server = lock_path("postgresql+psycopg://u:secret@db/ledger", tmp_path / "data")
-    assert server.parent == tmp_path / "data" and "secret" not in server.name
+    other = lock_path("mysql://u:secret@db/ledger", tmp_path / "data")
+    assert other.parent == tmp_path / "data" and "secret" not in other.name
+
+
+@pytest.mark.postgres
+def test_one_instance_per_postgres_ledger_across_hosts(tmp_path):
+    urls = backend_url("postgres", tmp_path)
+    url = next(urls)
+    try:
+        lock = instance_lock(url, tmp_path)
+        assert isinstance(lock, AdvisoryLock)
+        with lock:
+            with pytest.raises(EvalbotError, match=r"another evalbot watch is running .*advisory lock"):
+                AdvisoryLock(url).acquire()
+        with AdvisoryLock(url):  # the session ended: the lock is free again
+            pass
+    finally:
+        urls.close()
 
 
 def test_evaluator_spec_errors_are_one_line():
