@@ -129,13 +129,6 @@ class JobQueue:
                 row.state = State.QUEUED
             return [_entry(r) for r in rows]
 
-    def find(self, repo: str, target: str, sha: str) -> Entry | None:
-        with self._session() as s:
-            row = s.scalars(
-                select(QueueRow).where(QueueRow.repo == repo, QueueRow.target == target, QueueRow.sha == sha)
-            ).one_or_none()
-            return _entry(row) if row else None
-
     def enqueue(self, repo: str, target: str, sha: str, job: Mapping[str, Any]) -> tuple[Entry, bool]:
         """Queue a commit for a target unless already known; returns (entry, created).
 
