@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 from evalbot.errors import EvalbotError
 
-MAX_TEXT = 256
-MAX_NODES = 64
+MAX_TEXT = 512
+MAX_NODES = 256
 # Every value, intermediate ones included, must fit a signed 64-bit integer, as it will in C.
 LIMIT = 2**63 - 1
 

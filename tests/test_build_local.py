@@ -112,3 +112,32 @@ def test_hand_written_ptx_is_a_valid_source(cfg, tmp_path):
     report = build_tree(root, cfg, "sm_90")
     assert report.ok, report.reasons
     assert report.slots[0].slot == "rmsnorm" and report.slots[0].cubin is not None
+
+
+def test_slots_served_by_one_translation_unit_share_one_compile(cfg, tmp_path):
+    root = tree_with(tmp_path)
+    glu = root / "src" / "glu.cu"
+    glu.write_text(glu.read_text() + """
+extern "C" __global__ void glu_geglu(EVALBOT_GLU_ARGS) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n_ff) return;
+    const float g = gate[i];
+    y[i] = 0.5f * g * (1.0f + tanhf(0.7978845608f * (g + 0.044715f * g * g * g))) * up[i];
+}
+""")
+    (root / "kernels.toml").write_text((root / "kernels.toml").read_text() + """
+[slots.glu_geglu]
+source = "src/glu.cu"
+
+[[slots.glu_geglu.launch]]
+kernel = "glu_geglu"
+grid = ["ceil_div(n_ff, 256)"]
+block = [256]
+""")
+    messages: list[str] = []
+    report = build_tree(root, cfg, "sm_90", progress=messages.append)
+    assert report.ok, report.reasons
+    cubins = report.cubins()
+    assert cubins["glu_swiglu"] == cubins["glu_geglu"]
+    assert len(set(cubins.values())) == 4
+    assert sum(m.endswith(": compiling") for m in messages) == 4

@@ -89,7 +89,7 @@ def test_malformed_cubin_is_a_clear_error(data):
 
 
 def _key(**changes: object) -> str:
-    args: dict[str, object] = {"slot": "rmsnorm", "source": "src/rmsnorm.cu", "flags": (), "include": ("include",),
+    args: dict[str, object] = {"source": "src/rmsnorm.cu", "flags": (), "include": ("include",),
                                "digests": {"src/rmsnorm.cu": "a" * 64}, "arch": "sm_90", "toolchain": "nvcc 13.0"}
     args.update(changes)
     return slot_key(**args)  # type: ignore[arg-type]
@@ -98,7 +98,7 @@ def _key(**changes: object) -> str:
 @pytest.mark.parametrize(
     "change",
     [
-        {"slot": "gemv_f32"}, {"source": "src/other.cu"}, {"flags": ("-use_fast_math",)}, {"include": ()},
+        {"source": "src/other.cu"}, {"flags": ("-use_fast_math",)}, {"include": ()},
         {"digests": {"src/rmsnorm.cu": "b" * 64}}, {"digests": {"src/rmsnorm.cu": "a" * 64, "include/x.h": "c" * 64}},
         {"arch": "sm_120"}, {"toolchain": "nvcc 13.1"},
     ],

@@ -12,11 +12,12 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from evalbot.build import diagnostics
 from evalbot.build.backend import Backend, RunResult, make_backend
-from evalbot.build.cache import BuildCache, slot_key
+from evalbot.build.cache import CUBIN, BuildCache, slot_key
 from evalbot.build.cubin import CubinError, entry_kernels
 from evalbot.build.nvcc import check_arch, compile_argv
 from evalbot.build.staging import ABI_DIR, stage_slot
@@ -31,7 +32,11 @@ Progress = Callable[[str], None]
 
 def build_tree(tree: Path, config: Config, arch: str, *, backend: Backend | None = None,
                use_cache: bool = True, progress: Progress | None = None) -> BuildReport:
-    """Build the slots ``tree/kernels.toml`` overrides for ``arch`` (e.g. ``sm_90``)."""
+    """Build the slots ``tree/kernels.toml`` overrides for ``arch`` (e.g. ``sm_90``).
+
+    Slots whose compiles are identical (same source, includes and flags: several slots served by
+    one translation unit) share one compile and one cache entry.
+    """
     started = time.monotonic()
     check_arch(arch)
     backend = backend or make_backend(config.build)
@@ -50,63 +55,99 @@ def build_tree(tree: Path, config: Config, arch: str, *, backend: Backend | None
     scratch = config.cache_dir / "build" / "tmp"
     scratch.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=scratch, ignore_cleanup_errors=True) as work:
-        job = _SlotJob(manifest, arch, backend, toolchain, cache, Path(work), use_cache, say, config.build)
+        job = _Compiler(manifest, arch, backend, toolchain, cache, Path(work), use_cache, say, config.build)
+        prepared = [job.prepare(override) for override in manifest.slots.values()]
+        unique = {p.key: p for p in prepared if isinstance(p, _Staged)}
         with ThreadPoolExecutor(max_workers=config.build.jobs) as pool:
-            results = tuple(pool.map(job.build, manifest.slots.values()))
+            compiled = dict(zip(unique, pool.map(job.compile, unique.values()), strict=True))
+    results = tuple(p if isinstance(p, SlotBuild) else _verdict(p.override, compiled[p.key], say) for p in prepared)
     return report(results, tuple(r.reason for r in results if not r.ok), toolchain)
 
 
-class _SlotJob:
+@dataclass(frozen=True)
+class _Staged:
+    override: SlotOverride
+    key: str
+    src: Path
+    digests: dict[str, str]
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    """The outcome of one compile (shared by every slot with the same key)."""
+
+    cached: bool
+    seconds: float
+    cubin: Path | None = None
+    entries: frozenset[str] = frozenset()
+    failure: str = ""  # why there is no cubin
+    log: str = ""
+
+
+def _verdict(override: SlotOverride, compiled: _Compiled, say: Progress) -> SlotBuild:
+    name = override.slot
+    reason = compiled.failure
+    if not reason and (missing := [k for k in override.kernels if k not in compiled.entries]):
+        found = ", ".join(sorted(compiled.entries)) or "none"
+        reason = (f"kernel {missing[0]!r} not found in the cubin (entry kernels: {found}); "
+                  'declare it extern "C" __global__')
+    if reason:
+        say(f"{name}: REJECT")
+        return SlotBuild(name, False, False, compiled.seconds, None, override.kernels, f"slot {name}: {reason}",
+                         compiled.log)
+    say(f"{name}: {'cached' if compiled.cached else 'built'}")
+    return SlotBuild(name, True, compiled.cached, compiled.seconds, compiled.cubin, override.kernels, "",
+                     compiled.log)
+
+
+class _Compiler:
     def __init__(self, manifest: Manifest, arch: str, backend: Backend, toolchain: str, cache: BuildCache,
                  work: Path, use_cache: bool, say: Progress, limits: BuildConfig) -> None:
         self.manifest, self.arch, self.backend, self.toolchain = manifest, arch, backend, toolchain
         self.cache, self.work, self.use_cache, self.say, self.limits = cache, work, use_cache, say, limits
 
-    def build(self, override: SlotOverride) -> SlotBuild:
-        started = time.monotonic()
-        name = override.slot
-
-        def failed(reason: str, log: str = "") -> SlotBuild:
-            self.say(f"{name}: REJECT")
-            return SlotBuild(name, False, False, time.monotonic() - started, None, override.kernels,
-                             f"slot {name}: {reason}", log)
-
-        src, out = self.work / name / "src", self.work / name / "out"
+    def prepare(self, override: SlotOverride) -> _Staged | SlotBuild:
+        """Stage what the slot's compile sees and compute its cache key (or the staging's REJECT)."""
+        src = self.work / override.slot / "src"
         try:
             digests = stage_slot(self.manifest, override, src)
         except ManifestError as exc:
-            return SlotBuild(name, False, False, time.monotonic() - started, None, override.kernels, str(exc))
-        key = slot_key(name, override.source, override.flags, self.manifest.include, digests, self.arch,
-                       self.toolchain)
-        if self.use_cache and (hit := self.cache.get(key)):
-            self.say(f"{name}: cached")
-            return SlotBuild(name, True, True, time.monotonic() - started, hit, override.kernels)
+            return SlotBuild(override.slot, False, False, 0.0, None, override.kernels, str(exc))
+        key = slot_key(override.source, override.flags, self.manifest.include, digests, self.arch, self.toolchain)
+        return _Staged(override, key, src, digests)
 
-        out.mkdir(parents=True)
+    def compile(self, staged: _Staged) -> _Compiled:
+        started = time.monotonic()
+        if self.use_cache and (hit := self.cache.get(staged.key)):
+            try:
+                return _Compiled(True, time.monotonic() - started, hit, entry_kernels(hit.read_bytes()))
+            except (OSError, CubinError):
+                pass  # an unreadable entry is rebuilt and replaced below
+        override = staged.override
+        out = staged.src.parent / "out"
+        out.mkdir()
         out.chmod(0o777)  # the sandbox's unprivileged user writes here
-        output = f"{self.backend.out_path(out)}/{name}.cubin"
+        output = f"{self.backend.out_path(out)}/{CUBIN}"
         argv = compile_argv(override.source, output, self.arch, (ABI_DIR, *self.manifest.include), override.flags)
-        self.say(f"{name}: compiling")
-        result = self.backend.run(argv, src, out)
+        self.say(f"{override.slot}: compiling")
+        result = self.backend.run(argv, staged.src, out)
+
+        def failed(reason: str) -> _Compiled:
+            return _Compiled(False, time.monotonic() - started, failure=reason, log=result.log)
+
         if reason := self._limit_hit(result):
-            return failed(reason, result.log)
+            return failed(reason)
         if result.exit_code != 0:
-            first = diagnostics.first_error_line(result.log)
-            return failed(first or f"nvcc exited with status {result.exit_code}", result.log)
+            return failed(diagnostics.first_error_line(result.log) or f"nvcc exited with status {result.exit_code}")
         try:
-            data = _read_output(out / f"{name}.cubin")
-            kernels = entry_kernels(data)
+            data = _read_output(out / CUBIN)
+            entries = entry_kernels(data)
         except (OSError, CubinError) as exc:
-            return failed(f"no usable cubin: {exc}", result.log)
-        if missing := [k for k in override.kernels if k not in kernels]:
-            found = ", ".join(sorted(kernels)) or "none"
-            return failed(f"kernel {missing[0]!r} not found in the cubin (entry kernels: {found}); "
-                          "declare it extern \"C\" __global__", result.log)
-        meta = {"slot": name, "source": override.source, "arch": self.arch, "files": digests,
-                "flags": list(override.flags), "toolchain": self.toolchain, "seconds": round(result.seconds, 3)}
-        cubin = self.cache.put(key, data, meta)
-        self.say(f"{name}: built")
-        return SlotBuild(name, True, False, time.monotonic() - started, cubin, override.kernels, "", result.log)
+            return failed(f"no usable cubin: {exc}")
+        meta = {"source": override.source, "arch": self.arch, "files": staged.digests, "flags": list(override.flags),
+                "toolchain": self.toolchain, "seconds": round(result.seconds, 3), "entries": sorted(entries)}
+        cubin = self.cache.put(staged.key, data, meta)
+        return _Compiled(False, time.monotonic() - started, cubin, entries, log=result.log)
 
     def _limit_hit(self, result: RunResult) -> str | None:
         if result.timed_out:

@@ -1,6 +1,6 @@
 """The build cache: one cubin per key, the key hashing everything the compile depended on.
 
-Key = SHA-256 over the recipe version, the slot, its source path, flags and include directories,
+Key = SHA-256 over the recipe version, the slot's source path, flags and include directories,
 the SHA-256 of every staged file, the GPU arch and the toolchain string (image id and the sandbox's
 ``nvcc --version``). Entries are written to a temporary directory and renamed into place, so a
 reader never sees half an entry and two builders racing on one key both succeed.
@@ -18,15 +18,16 @@ from pathlib import Path
 from typing import Any
 
 # Bump when the compile command or the entry layout changes: old entries then stop matching.
-RECIPE = 1
+RECIPE = 2
 CUBIN = "kernel.cubin"
 META = "meta.json"
 
 
-def slot_key(slot: str, source: str, flags: tuple[str, ...], include: tuple[str, ...],
-             digests: Mapping[str, str], arch: str, toolchain: str) -> str:
+def slot_key(source: str, flags: tuple[str, ...], include: tuple[str, ...], digests: Mapping[str, str],
+             arch: str, toolchain: str) -> str:
+    """The slot's name is not part of the key: slots compiled from the same inputs share a cubin."""
     document = {
-        "recipe": RECIPE, "slot": slot, "source": source, "flags": list(flags), "include": list(include),
+        "recipe": RECIPE, "source": source, "flags": list(flags), "include": list(include),
         "files": sorted(digests.items()), "arch": arch, "toolchain": toolchain,
     }
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
