@@ -99,8 +99,12 @@ def in_graph_kernel_times(rt: DecodeRuntime, ctx: int, replays: int = 30) -> dic
         return {"error": f"expected {replays * n} kernel records, got {len(kernels)}"}
     sums = [sum(e["dur"] for e in kernels[i * n : (i + 1) * n]) for i in range(replays)]
     periods = [kernels[(i + 1) * n]["ts"] - kernels[i * n]["ts"] for i in range(replays - 1)]
+    by_kernel: dict[str, float] = {}
+    for e in kernels:
+        by_kernel[e["name"]] = by_kernel.get(e["name"], 0.0) + e["dur"] / replays
     return {"kernel_sum_us": statistics.median(sums), "replay_period_us": statistics.median(periods),
-            "ratio": statistics.median(periods) / statistics.median(sums), "replays": replays}
+            "ratio": statistics.median(periods) / statistics.median(sums), "replays": replays,
+            "by_kernel_us": dict(sorted(by_kernel.items(), key=lambda kv: -kv[1]))}
 
 
 def correctness(model: GGUFModel, weights: DeviceModel) -> dict[str, Any]:
@@ -160,6 +164,8 @@ def print_bench(out: dict[str, Any]) -> None:
                   f"in-graph kernels {s.get('kernel_sum_us', float('nan')):7.1f} us, period "
                   f"{s.get('replay_period_us', float('nan')):7.1f} us, ratio {s.get('ratio', float('nan')):.3f} "
                   f"{s.get('error', '')}")
+        top = list(entry["speed"][str(max(CONTEXTS))].get("by_kernel_us", {}).items())[:6]
+        print("  in-graph us/step at the longest context: " + ", ".join(f"{k} {v:.0f}" for k, v in top))
 
 
 def ncu_target(args: argparse.Namespace) -> None:

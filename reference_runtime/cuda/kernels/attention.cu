@@ -2,8 +2,8 @@
  *
  * Launch 1 (partial), grid (n_head_kv, n_split): block (g, s) takes KV head g and the s-th chunk of
  * the attended range, with every query head of g's group, so each K/V row is read once per group.
- * Per tile of 128 positions: one thread per position scores it against the group's queries (q in
- * shared memory, broadcast reads), an online softmax keeps a running max and sum per head, and the
+ * Per tile of 32 positions: four threads per position score it against the group's queries (q in
+ * shared memory), an online softmax keeps a running max and sum per head, and the
  * tile's V rows are dealt round-robin to the warps, lanes owning head_dim/32 contiguous dimensions
  * (vector loads, several rows in flight). The chunk length is derived on the device from *pos, so
  * one captured grid serves every length; splits past the end write an empty marker.
@@ -14,7 +14,8 @@
 #include "common.h"
 
 constexpr int EB_ATTN_THREADS = 128;
-constexpr int EB_ATTN_TILE = 128;
+constexpr int EB_ATTN_TILE = 32;  // positions per tile: one per lane in the softmax steps
+constexpr int EB_ATTN_TPP = EB_ATTN_THREADS / EB_ATTN_TILE;  // threads scoring one position
 constexpr int EB_ATTN_MIN_CHUNK = 32;
 constexpr int EB_ATTN_MAX_SPLIT = 1024;
 
@@ -107,52 +108,54 @@ __device__ void eb_attn_partial(EVALBOT_ATTN_ARGS) {
         __syncthreads();
 
         for (int tile = s0; tile < s1; tile += EB_ATTN_TILE) {
-            const int j = tile + threadIdx.x;
+            // Scores: EB_ATTN_TPP threads per position, thread q of a position taking the row's
+            // 16-byte chunks q, q + TPP, ... (the position's threads read one contiguous span, and
+            // their q_s reads fall in different banks), then a shuffle sum over the TPP lanes.
+            const int jl = threadIdx.x / EB_ATTN_TPP, part = threadIdx.x % EB_ATTN_TPP;
+            const int j = tile + jl;
             float s[GTMAX];
 #pragma unroll
             for (int g = 0; g < GTMAX; ++g) s[g] = 0.0f;
             if (j < s1) {
-                // Up to sixteen 16-byte loads in flight per thread before any arithmetic: this
-                // phase is bound by memory latency, not by the FMAs.
+                constexpr int NCQ = D / 8 / EB_ATTN_TPP;  // 16-byte chunks per thread, all in flight
                 const uint4* kr = reinterpret_cast<const uint4*>(kc + (size_t)j * D);
-                constexpr int NC = D / 8, BATCH = NC < 16 ? NC : 16;
-#pragma unroll 1
-                for (int c0 = 0; c0 < NC; c0 += BATCH) {
-                    uint4 raw[BATCH];
+                uint4 raw[NCQ];
 #pragma unroll
-                    for (int u = 0; u < BATCH; ++u) raw[u] = kr[c0 + u];
+                for (int u = 0; u < NCQ; ++u) raw[u] = kr[EB_ATTN_TPP * u + part];
 #pragma unroll
-                    for (int u = 0; u < BATCH; ++u) {
-                        const __half2* h2 = reinterpret_cast<const __half2*>(&raw[u]);
-                        float kf[8];
+                for (int u = 0; u < NCQ; ++u) {
+                    const __half2* h2 = reinterpret_cast<const __half2*>(&raw[u]);
+                    float kf[8];
 #pragma unroll
-                        for (int i = 0; i < 4; ++i) {
-                            const float2 v = __half22float2(h2[i]);
-                            kf[2 * i] = v.x;
-                            kf[2 * i + 1] = v.y;
-                        }
-                        const float* qc = q_s + 8 * (c0 + u);
+                    for (int i = 0; i < 4; ++i) {
+                        const float2 v = __half22float2(h2[i]);
+                        kf[2 * i] = v.x;
+                        kf[2 * i + 1] = v.y;
+                    }
+                    const float* qc = q_s + 8 * (EB_ATTN_TPP * u + part);
 #pragma unroll
-                        for (int g = 0; g < GTMAX; ++g) {
-                            if (g < gt) {
-                                const float4 a = *reinterpret_cast<const float4*>(qc + g * D);
-                                const float4 b = *reinterpret_cast<const float4*>(qc + g * D + 4);
-                                s[g] += a.x * kf[0] + a.y * kf[1] + a.z * kf[2] + a.w * kf[3] + b.x * kf[4] +
-                                        b.y * kf[5] + b.z * kf[6] + b.w * kf[7];
-                            }
+                    for (int g = 0; g < GTMAX; ++g) {
+                        if (g < gt) {
+                            const float4 a = *reinterpret_cast<const float4*>(qc + g * D);
+                            const float4 b = *reinterpret_cast<const float4*>(qc + g * D + 4);
+                            s[g] += a.x * kf[0] + a.y * kf[1] + a.z * kf[2] + a.w * kf[3] + b.x * kf[4] +
+                                    b.y * kf[5] + b.z * kf[6] + b.w * kf[7];
                         }
                     }
                 }
             }
 #pragma unroll
-            for (int g = 0; g < GTMAX; ++g)
-                if (g < gt) p_s[g][threadIdx.x] = j < s1 ? s[g] : -INFINITY;
+            for (int g = 0; g < GTMAX; ++g) {
+                if (g < gt) {
+#pragma unroll
+                    for (int o = 1; o < EB_ATTN_TPP; o <<= 1) s[g] += __shfl_xor_sync(EB_FULL_MASK, s[g], o);
+                    if (part == 0) p_s[g][jl] = j < s1 ? s[g] : -INFINITY;
+                }
+            }
             __syncthreads();
 
             for (int g = warp; g < gt; g += EB_ATTN_THREADS / 32) {
-                float mx = -INFINITY;
-                for (int i = lane; i < EB_ATTN_TILE; i += 32) mx = fmaxf(mx, p_s[g][i]);
-                mx = eb_warp_max(mx);
+                const float mx = eb_warp_max(p_s[g][lane]);
                 if (lane == 0) {
                     const float m_new = fmaxf(m_s[g], mx);
                     corr_s[g] = expf(m_s[g] - m_new);
@@ -160,15 +163,14 @@ __device__ void eb_attn_partial(EVALBOT_ATTN_ARGS) {
                 }
             }
             __syncthreads();
-#pragma unroll
-            for (int g = 0; g < GTMAX; ++g)
-                if (g < gt) p_s[g][threadIdx.x] = j < s1 ? expf(p_s[g][threadIdx.x] - m_s[g]) : 0.0f;
+            for (int i = threadIdx.x; i < gt * EB_ATTN_TILE; i += EB_ATTN_THREADS) {
+                const int g = i / EB_ATTN_TILE, t = i % EB_ATTN_TILE;
+                p_s[g][t] = tile + t < s1 ? expf(p_s[g][t] - m_s[g]) : 0.0f;
+            }
             __syncthreads();
 
             for (int g = warp; g < gt; g += EB_ATTN_THREADS / 32) {
-                float sum = 0.0f;
-                for (int i = lane; i < EB_ATTN_TILE; i += 32) sum += p_s[g][i];
-                sum = eb_warp_sum(sum);
+                const float sum = eb_warp_sum(p_s[g][lane]);
                 if (lane == 0) l_s[g] = l_s[g] * corr_s[g] + sum;
             }
 #pragma unroll
