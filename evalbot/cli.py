@@ -16,7 +16,7 @@ err_console = Console(stderr=True)
 
 
 def _mount() -> None:
-    from evalbot import cli_build, cli_models
+    from evalbot import cli_build, cli_eval, cli_models
     from evalbot.cli_ledger import app as ledger_app
     from evalbot.cli_watch import watch
 
@@ -25,6 +25,7 @@ def _mount() -> None:
     app.command()(cli_models.reference)
     app.command()(watch)
     cli_build.register(app)
+    cli_eval.register(app)
 
 
 _mount()
@@ -47,9 +48,8 @@ def main() -> None:
         code = exc.exit_code if isinstance(exc, typer.Exit) else exc.code
         sys.exit(code)
     except Exception as exc:  # click usage errors arrive here in standalone_mode=False
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+        # Recent typer releases vendor click, so its exception classes are not click's: match by shape.
+        if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
+            exc.show()  # type: ignore[attr-defined]
+            sys.exit(exc.exit_code)  # type: ignore[attr-defined]
         raise

@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from evalbot.errors import EvalbotError
+from harness.gates import GateLimits
 from harness.measurements import Measurements, SpeedCell
+from harness.stats import SamplingRule
 
 LABELS = ("XL", "L", "M", "S", "XS")  # best first
 ALL_LABELS = (*LABELS, "none", "REJECT")
@@ -42,6 +44,10 @@ class Policy:
     confidence: float
     alpha: float
     regression_guard: float
+    contexts: tuple[int, ...]  # decode context lengths benchmarked per model
+    budget_s: float  # benchmark time per (model, context)
+    target_halfwidth: float  # stop sampling once the interval's relative half-width is below this
+    min_pairs: int
     reference_efficiency: float
     thresholds: dict[str, float]  # label -> minimum headroom closed
 
@@ -54,6 +60,15 @@ def _number(doc: dict[str, Any], section: str, key: str, source: str, lo: float,
     if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
         raise PolicyError(f"{source}: [{section}] {key} must be a number in [{lo}, {hi}], got {value!r}")
     return float(value)
+
+
+def _contexts(doc: dict[str, Any], source: str) -> tuple[int, ...]:
+    value = doc.get("speed", {}).get("contexts")
+    if (not isinstance(value, list) or len(value) < 1
+            or not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1 << 20 for v in value)
+            or len(set(value)) != len(value)):
+        raise PolicyError(f"{source}: [speed] contexts must be a list of distinct positive integers, got {value!r}")
+    return tuple(value)
 
 
 def parse_policy(data: bytes, source: str) -> Policy:
@@ -76,6 +91,10 @@ def parse_policy(data: bytes, source: str) -> Policy:
         confidence=_number(doc, "speed", "confidence", source, 0.5, 0.9999),
         alpha=_number(doc, "speed", "alpha", source, 1e-6, 0.5),
         regression_guard=_number(doc, "speed", "regression_guard", source, 0.0, 1.0),
+        contexts=_contexts(doc, source),
+        budget_s=_number(doc, "speed", "budget_s", source, 0.1, 3600.0),
+        target_halfwidth=_number(doc, "speed", "target_halfwidth", source, 1e-5, 0.5),
+        min_pairs=int(_number(doc, "speed", "min_pairs", source, 5, 100000)),
         reference_efficiency=_number(doc, "labels", "reference_efficiency", source, 0.0, 0.99),
         thresholds={name: _number(doc, "labels", name, source, 0.0, 1.0) for name in LABELS},
     )
@@ -93,6 +112,15 @@ def load_policy(path: Path | None = None) -> Policy:
         return parse_policy(path.read_bytes(), str(path))
     except OSError as exc:
         raise PolicyError(f"{path}: cannot read policy file: {exc.strerror}") from None
+
+
+def gate_limits(policy: Policy) -> GateLimits:
+    return GateLimits(policy.top1_min, policy.kl_mean_max, policy.kl_p99_max, policy.kl_max_max, policy.ppl_ratio_max)
+
+
+def sampling_rule(policy: Policy) -> SamplingRule:
+    return SamplingRule(target_halfwidth=policy.target_halfwidth, confidence=policy.confidence,
+                        min_pairs=policy.min_pairs, budget_s=policy.budget_s)
 
 
 @dataclass(frozen=True)

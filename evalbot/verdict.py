@@ -4,6 +4,7 @@ JSON, a terminal report, and the Markdown body of the sticky PR comment."""
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -50,9 +51,20 @@ def schema() -> dict[str, Any]:
     return dict(json.loads(resources.files("evalbot").joinpath("schemas/verdict-v1.schema.json").read_text()))
 
 
+def _finite(value: Any) -> Any:
+    """JSON has no NaN or infinity: a non-finite measurement (a kernel that wrote garbage) is null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
 def document(decision: Decision, measurements: Measurements, policy: Policy, run: RunIdentity, commits: Commits,
-             models: tuple[ModelIdentity, ...]) -> dict[str, Any]:
-    return {
+             models: tuple[ModelIdentity, ...], details: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    doc = {
         "schema": SCHEMA_ID,
         "label": decision.label,
         "reasons": list(decision.reasons),
@@ -73,10 +85,17 @@ def document(decision: Decision, measurements: Measurements, policy: Policy, run
         "models": [vars(m) for m in models],
         "measurements": measurements.to_dict(),
     }
+    if details:
+        doc["details"] = dict(details)
+    return dict(_finite(doc))
 
 
 def to_json(doc: Mapping[str, Any]) -> str:
-    return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+    return json.dumps(_finite(doc), indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+
+def _num(x: float | None) -> str:
+    return "NaN" if x is None else f"{x:.4g}"
 
 
 def _pct(x: float) -> str:
@@ -109,7 +128,7 @@ def markdown(doc: Mapping[str, Any]) -> str:
         lines += ["<details><summary>gates</summary>", "", "| gate | model | value | limit | |",
                   "|---|---|---:|---:|---|"]
         for g in m["gates"]:
-            lines.append(f"| {g['name']} | {g['model']} | {g['value']:.4g} | {g['limit']:.4g} | "
+            lines.append(f"| {g['name']} | {g['model']} | {_num(g['value'])} | {_num(g['limit'])} | "
                          f"{'pass' if g['passed'] else '**FAIL**'} |")
         lines += ["", "</details>", ""]
     lines.append(
@@ -141,7 +160,7 @@ def terminal(doc: Mapping[str, Any]) -> Group:
         for col in ("gate", "model", "value", "limit", "result"):
             table.add_column(col)
         for g in gates:
-            table.add_row(g["name"], g["model"], f"{g['value']:.4g}", f"{g['limit']:.4g}",
+            table.add_row(g["name"], g["model"], _num(g["value"]), _num(g["limit"]),
                           "[green]pass" if g["passed"] else "[red]FAIL")
         parts.append(table)
     return Group(*parts)

@@ -1,0 +1,180 @@
+"""Does the benchmark tell the truth? Figures for docs/verdicts.md, on a GPU:
+
+- A/A: the baseline runtime against a second copy of itself, N full benchmark runs (every basket
+  model, every policy context) scored by the policy: the label must be `none` every time; prints the
+  spread of the measured speedups.
+- Known effects: the baseline rmsnorm plus a spin of known length (timed on its own with CUDA
+  events), sized to slow the step by ~1 %, 3 % and 10 %: is each expected slowdown inside the
+  measured interval, and which label follows?
+- Minimum detectable effect of each run.
+
+    python benchmarks/verdict_experiments.py --basket DIR --out verdicts.json [--aa-runs 20]
+        [--aa-budget 1.0] [--effect-budget 5.0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import cupy
+
+from evalbot.policy import label, load_policy, sampling_rule
+from harness.benchmark import interleaved
+from harness.measurements import Measurements, SpeedCell
+from harness.session import SLACK, gpu_identity, measure_peak_bandwidth
+from harness.stats import SamplingRule
+from reference_runtime import basket
+from reference_runtime.gguf_model import GGUFModel
+from reference_runtime.runtime.compile import DEFAULT_FLAGS, compile_cubin
+from reference_runtime.runtime.decode import DecodeRuntime, device_arch
+from reference_runtime.runtime.device import DeviceModel
+from reference_runtime.runtime.kernels import Const, LaunchSpec, SlotKernel, norm_block
+from reference_runtime.runtime.launch import function, geometry, launch, pack
+from reference_runtime.runtime.traffic import step_traffic
+
+SPIN_SOURCE = Path(__file__).parent / "data" / "rmsnorm_spin.cu"
+POLICY = load_policy()
+
+
+def spin_kernel(cycles: int) -> SlotKernel:
+    cubin = compile_cubin(SPIN_SOURCE, device_arch(), flags=(*DEFAULT_FLAGS, f"-DSPIN_CYCLES={cycles}"))
+    return SlotKernel(cubin, (LaunchSpec("rmsnorm_spin", Const((1,)), norm_block),), origin="candidate")
+
+
+def kernel_us(kernel: SlotKernel, n_embd: int, reps: int = 2000) -> float:
+    """One launch's own time: ``reps`` launches captured in a graph, timed by events, divided."""
+    x = cupy.random.default_rng(0).standard_normal(n_embd, dtype=cupy.float32)
+    w, y = cupy.ones(n_embd, cupy.float32), cupy.empty(n_embd, cupy.float32)
+    env = {"n_embd": n_embd}
+    (spec,) = kernel.launches
+    fn = function(str(kernel.cubin), spec.kernel)
+    args = pack("rmsnorm", [x.data.ptr, w.data.ptr, y.data.ptr, n_embd, 1e-6])
+    stream = cupy.cuda.Stream(non_blocking=True)
+    with stream:
+        stream.begin_capture()
+        for _ in range(reps):
+            launch(fn, *geometry(spec, env), args)
+        graph = stream.end_capture()
+    graph.launch(stream)
+    start, stop = cupy.cuda.Event(), cupy.cuda.Event()
+    times = []
+    for _ in range(5):
+        start.record(stream)
+        graph.launch(stream)
+        stop.record(stream)
+        stop.synchronize()
+        times.append(cupy.cuda.get_elapsed_time(start, stop) * 1e3 / reps)
+    return statistics.median(times)
+
+
+class Bench:
+    def __init__(self, models: dict[str, Path], peak: float) -> None:
+        self.peak = peak
+        self.opened = {k: GGUFModel.open(p) for k, p in models.items()}
+        self.weights = {k: DeviceModel(m) for k, m in self.opened.items()}
+        self.n_ctx = max(POLICY.contexts) + SLACK
+        self.frontier = {k: DecodeRuntime(w, self.n_ctx) for k, w in self.weights.items()}
+
+    def run(self, overrides: dict[str, SlotKernel], rule: SamplingRule, seed: int) -> list[SpeedCell]:
+        cells = []
+        for key, weights in self.weights.items():
+            candidate = DecodeRuntime(weights, self.n_ctx, overrides)
+            frontier = self.frontier[key]
+            for ctx in POLICY.contexts:
+                r = interleaved(frontier, candidate, ctx, rule, seed=seed + ctx)
+                roof = step_traffic(frontier.plan, ctx + r.steps_per_trial // 2).total / self.peak
+                cells.append(SpeedCell(key, ctx, r.comparison, statistics.median(r.frontier_s),
+                                       statistics.median(r.candidate_s), roof))
+            del candidate
+        return cells
+
+    def norm_calls(self, key: str) -> int:
+        return sum(1 for op in self.frontier[key].plan.ops if op.name == "rmsnorm")
+
+
+def summary(cells: list[SpeedCell]) -> list[dict[str, Any]]:
+    return [{"model": c.model, "context": c.context, "speedup": c.comparison.speedup, "ci": [c.comparison.ci_low,
+             c.comparison.ci_high], "p": c.comparison.p_value, "mde": c.comparison.mde, "pairs": c.comparison.n_pairs,
+             "t_frontier_us": c.t_frontier_s * 1e6, "roofline_us": c.t_roofline_s * 1e6} for c in cells]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--basket", required=True, type=Path)
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--aa-runs", type=int, default=20)
+    parser.add_argument("--aa-budget", type=float, default=1.0, help="seconds per (model, context) in A/A runs")
+    parser.add_argument("--effect-budget", type=float, default=5.0)
+    parser.add_argument("--mde-budget", type=float, default=POLICY.budget_s)
+    args = parser.parse_args()
+
+    gpu, driver = gpu_identity()
+    peak = measure_peak_bandwidth()
+    bench = Bench({k: basket.model_path(args.basket, k) for k in basket.SPECS}, peak)
+    out: dict[str, Any] = {"gpu": gpu, "driver": driver, "peak_bytes_per_s": peak, "policy_sha256": POLICY.sha256}
+    base_rule = sampling_rule(POLICY)
+
+    # The minimum detectable effect at the policy's full budget, and A/A at a short one.
+    started = time.monotonic()
+    cells = bench.run({}, base_rule, seed=1000)
+    out["mde_run"] = {"budget_s_per_cell": base_rule.budget_s, "seconds": time.monotonic() - started,
+                      "label": label(Measurements(True, cells=tuple(cells)), POLICY).label, "cells": summary(cells)}
+    print(f"full-budget A/A: label {out['mde_run']['label']}, MDE per cell "
+          + ", ".join(f"{c.model}@{c.context} {100 * c.comparison.mde:.2f}%" for c in cells), flush=True)
+
+    rule = replace(base_rule, budget_s=args.aa_budget)
+    aa = []
+    for i in range(args.aa_runs):
+        cells = bench.run({}, rule, seed=i)
+        decision = label(Measurements(True, cells=tuple(cells)), POLICY)
+        aa.append({"label": decision.label, "score": decision.score, "cells": summary(cells)})
+        print(f"A/A {i + 1}/{args.aa_runs}: {decision.label}  speedups "
+              + " ".join(f"{c.comparison.speedup:.4f}" for c in cells), flush=True)
+    speedups = [c["speedup"] for run in aa for c in run["cells"]]
+    out["aa"] = {"runs": aa, "budget_s_per_cell": args.aa_budget, "labels": [r["label"] for r in aa],
+                 "speedup_min": min(speedups), "speedup_max": max(speedups),
+                 "speedup_sd": statistics.pstdev(speedups)}
+
+    # Known effects: size the spin so that it costs `pct` of qwen3moe-tiny's step at the middle context.
+    key0, ctx0 = next(iter(bench.weights)), POLICY.contexts[len(POLICY.contexts) // 2]
+    base_cells = out["mde_run"]["cells"]
+    step_us = next(c["t_frontier_us"] for c in base_cells if c["model"] == key0 and c["context"] == ctx0)
+    plain = SlotKernel(compile_cubin(SPIN_SOURCE, device_arch(), flags=(*DEFAULT_FLAGS, "-DSPIN_CYCLES=0")),
+                       (LaunchSpec("rmsnorm_spin", Const((1,)), norm_block),))
+    dims = {k: next(op.env["n_embd"] for op in bench.frontier[k].plan.ops if op.name == "rmsnorm")
+            for k in bench.weights}
+    # SM clock cycles per microsecond, from the spin kernel itself: 20000 cycles against none.
+    cycles_per_us = 20000 / (kernel_us(spin_kernel(20000), dims[key0]) - kernel_us(plain, dims[key0]))
+    effects = []
+    for pct in (1.0, 3.0, 10.0):
+        cycles = int(pct / 100 * step_us / bench.norm_calls(key0) * cycles_per_us)
+        kernel = spin_kernel(cycles)
+        extra_us = {k: kernel_us(kernel, dims[k]) - kernel_us(plain, dims[k]) for k in bench.weights}
+        cells = bench.run({"rmsnorm": kernel}, replace(base_rule, budget_s=args.effect_budget), seed=77)
+        decision = label(Measurements(True, cells=tuple(cells)), POLICY)
+        rows = []
+        for c in cells:
+            expected = c.t_frontier_s / (c.t_frontier_s + bench.norm_calls(c.model) * extra_us[c.model] * 1e-6)
+            inside = c.comparison.ci_low <= expected <= c.comparison.ci_high
+            rows.append({**summary([c])[0], "expected_speedup": expected, "inside_ci": inside})
+        effects.append({"target_pct": pct, "spin_cycles": cycles, "extra_us_per_call": extra_us,
+                        "label": decision.label, "reasons": list(decision.reasons), "cells": rows})
+        print(f"effect ~{pct}%: label {decision.label}; "
+              + "; ".join(f"{r['model']}@{r['context']} expected {r['expected_speedup']:.4f} measured "
+                          f"{r['speedup']:.4f} [{r['ci'][0]:.4f}, {r['ci'][1]:.4f}] {'in' if r['inside_ci'] else 'OUT'}"
+                          for r in rows), flush=True)
+    out["known_effects"] = effects
+    args.out.write_text(json.dumps(out, indent=1, default=lambda o: asdict(o)))
+    labels = out["aa"]["labels"]
+    print(f"\nA/A: {labels.count('none')}/{len(labels)} none; speedups in [{out['aa']['speedup_min']:.4f}, "
+          f"{out['aa']['speedup_max']:.4f}], sd {out['aa']['speedup_sd']:.5f}")
+
+
+if __name__ == "__main__":
+    main()

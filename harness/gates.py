@@ -1,0 +1,48 @@
+"""End-to-end gates: one model's teacher-forced decode against the fp64 reference, as pass/fail results.
+
+The limits are plain numbers handed in by the caller (the policy file owns them); these functions
+only compare. Every gate reports its value and limit, so a REJECT says by how much it missed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from harness.divergence import Divergence
+from harness.measurements import GateResult
+
+
+@dataclass(frozen=True)
+class GateLimits:
+    top1_min: float
+    kl_mean_max: float
+    kl_p99_max: float
+    kl_max_max: float
+    ppl_ratio_max: float
+
+
+def end_to_end(model: str, d: Divergence, limits: GateLimits) -> tuple[GateResult, ...]:
+    """Top-1 agreement, KL(reference ‖ candidate) mean / p99 / max and the perplexity ratio. A NaN
+    anywhere (a kernel that wrote garbage) fails the gate it lands in."""
+    where = f"{d.n_positions} teacher-forced positions of the frozen corpus"
+
+    def at_most(name: str, value: float, limit: float) -> GateResult:
+        return GateResult(name, model, bool(math.isfinite(value) and value <= limit), value, limit, where)
+
+    return (
+        GateResult("top1", model, bool(d.top1_agreement >= limits.top1_min), d.top1_agreement, limits.top1_min, where),
+        at_most("kl_mean", d.kl_mean, limits.kl_mean_max),
+        at_most("kl_p99", d.kl_p99, limits.kl_p99_max),
+        at_most("kl_max", d.kl_max, limits.kl_max_max),
+        at_most("ppl_ratio", d.ppl_ratio, limits.ppl_ratio_max),
+    )
+
+
+def spot_check(model: str, context: int, d: Divergence, limits: GateLimits) -> GateResult:
+    """The benchmark's own steps: candidate vs frontier on identical inputs must agree as closely as a
+    correct kernel agrees with the reference (mean KL under the end-to-end limit)."""
+    ok = math.isfinite(d.kl_mean) and d.kl_mean <= limits.kl_mean_max
+    return GateResult("benchmark_spot_check", model, bool(ok), d.kl_mean, limits.kl_mean_max,
+                      f"KL(frontier ‖ candidate) over the {d.n_positions} timed steps at context {context}; "
+                      f"top-1 agreement {d.top1_agreement:.4f}")

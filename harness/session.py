@@ -1,0 +1,141 @@
+"""One evaluation's GPU work, as a single picklable job for the fault-containing worker process.
+
+For every basket model: teacher-force the frozen corpus through the candidate's decode graph and
+gate it against the cached fp64 reference; then, while every gate so far has passed, benchmark the
+candidate against the frontier (both runtimes sharing the uploaded weights) at each context length,
+spot-checking the timed steps' logits. The result is plain data: gates, speed cells and what
+identifies the run. Labels, files and GitHub are the caller's business.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cupy
+import numpy as np
+
+from harness.benchmark import ContextRun, interleaved
+from harness.divergence import Divergence, compare, normalize
+from harness.gates import GateLimits, end_to_end, spot_check
+from harness.measurements import GateResult, SpeedCell
+from harness.stats import SamplingRule
+from reference_runtime import corpus
+from reference_runtime.gguf_model import GGUFModel
+from reference_runtime.reference import REFERENCE_VERSION
+from reference_runtime.reference_cache import reference_logprobs
+from reference_runtime.runtime.decode import DecodeRuntime
+from reference_runtime.runtime.device import DeviceModel
+from reference_runtime.runtime.kernels import SlotKernel
+from reference_runtime.runtime.traffic import step_traffic
+
+SLACK = 512  # KV positions past the longest context: the timed steps
+
+
+@dataclass(frozen=True)
+class SessionSpec:
+    models: Mapping[str, Path]  # basket key -> GGUF file
+    candidate: Mapping[str, SlotKernel]  # overrides of the baseline, per slot
+    frontier: Mapping[str, SlotKernel]
+    reference_dir: Path
+    limits: GateLimits
+    rule: SamplingRule  # per context; its budget_s is per (model, context)
+    contexts: tuple[int, ...] = (128, 4096, 16384)
+    peak_bytes_per_s: float = 0.0
+    benchmark: bool = True
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ModelRun:
+    key: str
+    sha256: str
+    corpus_sha256: str
+    reference_version: int
+    divergence: Divergence
+    contexts: tuple[ContextRun, ...] = ()
+    teacher_forced_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class SessionResult:
+    gates: tuple[GateResult, ...]
+    cells: tuple[SpeedCell, ...]
+    models: tuple[ModelRun, ...]
+    gpu: str
+    driver: str
+    seconds: float
+    peak_bytes_per_s: float
+    notes: tuple[str, ...] = field(default=())
+
+
+def gpu_identity() -> tuple[str, str]:
+    props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+    name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
+    v = cupy.cuda.runtime.driverGetVersion()
+    return name, f"CUDA driver {v // 1000}.{v % 1000 // 10}"
+
+
+def measure_peak_bandwidth(nbytes: int = 1 << 30, reps: int = 20) -> float:
+    """Device-to-device copy, bytes read plus written per second: the roofline's denominator."""
+    src, dst = cupy.ones(nbytes, cupy.uint8), cupy.empty(nbytes, cupy.uint8)
+    for _ in range(3):
+        dst[...] = src
+    start, stop = cupy.cuda.Event(), cupy.cuda.Event()
+    start.record()
+    for _ in range(reps):
+        cupy.cuda.runtime.memcpyAsync(dst.data.ptr, src.data.ptr, nbytes, cupy.cuda.runtime.memcpyDeviceToDevice, 0)
+    stop.record()
+    stop.synchronize()
+    seconds = cupy.cuda.get_elapsed_time(start, stop) * 1e-3
+    del src, dst
+    cupy.get_default_memory_pool().free_all_blocks()
+    return 2 * nbytes * reps / seconds
+
+
+def run_session(spec: SessionSpec) -> SessionResult:
+    started = time.monotonic()
+    gpu, driver = gpu_identity()
+    peak = spec.peak_bytes_per_s or measure_peak_bandwidth()
+    gates: list[GateResult] = []
+    cells: list[SpeedCell] = []
+    runs: list[ModelRun] = []
+    notes: list[str] = []
+    for key, path in spec.models.items():
+        with GGUFModel.open(path) as model:
+            text = corpus.for_model(model)
+            ref = reference_logprobs(model, text, spec.reference_dir, xp=cupy)
+            weights = DeviceModel(model)
+            n_ctx = max(len(text.tokens), max(spec.contexts) + SLACK if spec.benchmark else 0)
+            candidate = DecodeRuntime(weights, n_ctx, spec.candidate)
+            t0 = time.monotonic()
+            logits = candidate.teacher_forced(text.tokens)
+            tf_s = time.monotonic() - t0
+            targets = np.append(text.tokens[1:], text.tokens[0])
+            d = compare(np.asarray(ref.logprobs, dtype=np.float64), normalize(logits), targets)
+            model_gates = end_to_end(key, d, spec.limits)
+            gates.extend(model_gates)
+            contexts: list[ContextRun] = []
+            if spec.benchmark and all(g.passed for g in gates):
+                frontier = DecodeRuntime(weights, n_ctx, spec.frontier)
+                for ctx in spec.contexts:
+                    run = interleaved(frontier, candidate, ctx, spec.rule, seed=spec.seed + ctx)
+                    contexts.append(run)
+                    gates.append(spot_check(key, ctx, run.spot_check, spec.limits))
+                    mid = ctx + run.steps_per_trial // 2
+                    cells.append(SpeedCell(
+                        model=key, context=ctx, comparison=run.comparison,
+                        t_frontier_s=float(np.median(run.frontier_s)),
+                        t_candidate_s=float(np.median(run.candidate_s)),
+                        t_roofline_s=step_traffic(frontier.plan, mid).total / peak,
+                    ))
+                del frontier
+            elif spec.benchmark:
+                notes.append(f"{key}: not benchmarked (a gate failed)")
+            runs.append(ModelRun(key, model.sha256(), text.sha256, REFERENCE_VERSION, d, tuple(contexts), tf_s))
+            del candidate, weights
+            cupy.get_default_memory_pool().free_all_blocks()
+    return SessionResult(tuple(gates), tuple(cells), tuple(runs), gpu, driver, time.monotonic() - started, peak,
+                         tuple(notes))
