@@ -20,6 +20,7 @@ from typing import Any
 
 from evalbot.errors import EvalbotError
 from harness.gates import GateLimits
+from harness.kernel_gates import TOLERANCE_FAMILIES
 from harness.measurements import Measurements, SpeedCell
 from harness.stats import SamplingRule
 
@@ -50,6 +51,8 @@ class Policy:
     min_pairs: int
     reference_efficiency: float
     thresholds: dict[str, float]  # label -> minimum headroom closed
+    kernel_tolerances: dict[str, float]  # slot family (harness.kernel_gates.TOLERANCE_FAMILIES) -> limit
+    kernel_fuzz_cases: int  # fuzzed shapes per gated slot, besides the basket's own
 
 
 def _number(doc: dict[str, Any], section: str, key: str, source: str, lo: float, hi: float) -> float:
@@ -60,6 +63,27 @@ def _number(doc: dict[str, Any], section: str, key: str, source: str, lo: float,
     if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
         raise PolicyError(f"{source}: [{section}] {key} must be a number in [{lo}, {hi}], got {value!r}")
     return float(value)
+
+
+def _integer(doc: dict[str, Any], section: str, key: str, source: str, lo: int, hi: int) -> int:
+    try:
+        value = doc[section][key]
+    except KeyError:
+        raise PolicyError(f"{source}: [{section}] {key} is missing") from None
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise PolicyError(f"{source}: [{section}] {key} must be an integer in [{lo}, {hi}], got {value!r}")
+    return value
+
+
+def _kernel_tolerances(doc: dict[str, Any], source: str) -> dict[str, float]:
+    section = doc.get("kernel_gates")
+    if not isinstance(section, dict):
+        raise PolicyError(f"{source}: [kernel_gates] is missing")
+    unknown = sorted(set(section) - {*TOLERANCE_FAMILIES, "fuzz_cases"})
+    if unknown:
+        raise PolicyError(f"{source}: [kernel_gates] unknown key {unknown[0]!r} (known: fuzz_cases, "
+                          f"{', '.join(TOLERANCE_FAMILIES)})")
+    return {name: _number(doc, "kernel_gates", name, source, 0.0, 1.0) for name in TOLERANCE_FAMILIES}
 
 
 def _contexts(doc: dict[str, Any], source: str) -> tuple[int, ...]:
@@ -97,6 +121,8 @@ def parse_policy(data: bytes, source: str) -> Policy:
         min_pairs=int(_number(doc, "speed", "min_pairs", source, 5, 100000)),
         reference_efficiency=_number(doc, "labels", "reference_efficiency", source, 0.0, 0.99),
         thresholds={name: _number(doc, "labels", name, source, 0.0, 1.0) for name in LABELS},
+        kernel_tolerances=_kernel_tolerances(doc, source),
+        kernel_fuzz_cases=_integer(doc, "kernel_gates", "fuzz_cases", source, 0, 1000),
     )
     ordered = [policy.thresholds[name] for name in reversed(LABELS)]
     if ordered != sorted(ordered) or len(set(ordered)) != len(ordered):
