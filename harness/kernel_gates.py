@@ -271,7 +271,9 @@ class Case:
         return self.origin == FUZZ
 
     def describe(self, run: str = "") -> str:
-        shown = dict(self.env)
+        order = catalogue.SLOTS[self.slot].symbols if self.slot in catalogue.SLOTS else ()
+        shown: dict[str, Any] = {k: self.env[k] for k in order if k in self.env}
+        shown |= {k: v for k, v in self.env.items() if k not in shown}
         for k, v in self.params.items():
             if k == "points":
                 continue
@@ -786,7 +788,7 @@ def _score_router(run: Run, got: Mapping[str, np.ndarray]) -> tuple[float, str]:
                           f"{sorted(want_ids.tolist())}")
     w = np.asarray(got["weights"], dtype=np.float64).reshape(-1)
     if not np.isfinite(w).all():
-        return math.inf, "non-finite routing weights (unwritten?)"
+        return math.inf, "routing weights are not finite (unwritten?)"
     by_id = dict(zip(ids.tolist(), w.tolist(), strict=True))
     g = np.array([by_id[i] for i in want_ids.tolist()])
     err = float(np.linalg.norm(g - want_w) / max(float(np.linalg.norm(want_w)), 1e-300))

@@ -103,3 +103,28 @@ def test_thresholds_must_increase():
     bad = text.replace("XL = 0.3051", "XL = 0.01")
     with pytest.raises(PolicyError, match="increase strictly"):
         parse_policy(bad.encode(), "p.toml")
+
+
+def test_kernel_gate_tolerances_are_read_per_family():
+    from harness.kernel_gates import TOLERANCE_FAMILIES
+
+    assert set(POLICY.kernel_tolerances) == set(TOLERANCE_FAMILIES)
+    assert all(0 < v < 1e-3 for v in POLICY.kernel_tolerances.values()) and POLICY.kernel_fuzz_cases == 8
+
+
+@pytest.mark.parametrize(("old", "new", "needle"), [
+    ("gemv = 2e-5", "", "[kernel_gates] gemv is missing"),
+    ("gemv = 2e-5", "gemv = 2", "[kernel_gates] gemv must be a number in [0.0, 1.0], got 2"),
+    ("gemv = 2e-5", 'gemv = "2e-5"', "[kernel_gates] gemv must be a number"),
+    ("fuzz_cases = 8", "fuzz_cases = 8.5", "[kernel_gates] fuzz_cases must be an integer in [0, 1000], got 8.5"),
+    ("fuzz_cases = 8", "fuzz_cases = -1", "[kernel_gates] fuzz_cases must be an integer"),
+    ("fuzz_cases = 8", "fuzz_cases = true", "[kernel_gates] fuzz_cases must be an integer"),
+    ("fuzz_cases = 8", "", "[kernel_gates] fuzz_cases is missing"),
+    ("fuzz_cases = 8", "fuzz_cases = 8\nembed = 0.0", "[kernel_gates] unknown key 'embed'"),
+    ("[kernel_gates]", "[kernel_gate]", "[kernel_gates] is missing"),
+])
+def test_bad_kernel_gate_sections(old, new, needle):
+    text = resources.files("evalbot").joinpath("policies/v1.toml").read_text()
+    assert text.count(old) == 1
+    with pytest.raises(PolicyError, match=needle.replace("[", r"\[").replace("]", r"\]")):
+        parse_policy(text.replace(old, new).encode(), "p.toml")

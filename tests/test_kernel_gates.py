@@ -1,0 +1,371 @@
+"""Kernel gates without a GPU: case generation (deterministic per seed, legal under the ABI, basket
+shapes first), the comparison against the float64 oracles on simulated kernel outputs, the gate
+summary, the worker's fault attribution, and the basket shape extraction."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from evalbot.policy import load_policy
+from harness import kernel_gates as kg
+from reference_runtime import basket
+from reference_runtime import slots as catalogue
+from reference_runtime.runtime.abi import slot_abis
+from reference_runtime.runtime.kernels import Const, LaunchSpec, SlotKernel
+from reference_runtime.runtime.plan import NULL, Buf, Op
+from reference_runtime.runtime.worker import KernelFault, KernelHang
+from tests.runtime_support import basket_dir
+
+POLICY = load_policy()
+TOL = POLICY.kernel_tolerances
+SEED = 0x5EED_1234_5678_9ABC_DEF0  # bigger than 64 bits: seeds are arbitrary integers
+ALL = sorted(catalogue.SLOTS)
+
+
+def simulate(run: kg.Run) -> dict[str, np.ndarray]:
+    """What a perfect kernel leaves in the output buffers: the oracle rounded to the buffer's type."""
+    out = {}
+    for name, want in run.expect.items():
+        dtype = np.asarray(run.args[name]).dtype if run.args.get(name) is not None else np.float32
+        out[name] = want.astype(dtype)
+    return out
+
+
+def some_runs(slot: str, n: int = 3, seed: int = SEED) -> list[tuple[kg.Case, kg.Run]]:
+    return [(c, r) for c in kg.cases(slot, [], seed, n) for r in kg.runs(c)]
+
+
+# -- families and the policy ----------------------------------------------------------------------
+def test_every_slot_has_a_gate_family_and_every_family_a_tolerance() -> None:
+    fams = {kg.family(s) for s in catalogue.SLOTS}
+    assert fams == {*kg.TOLERANCE_FAMILIES, kg.EXACT}
+    assert set(TOL) == set(kg.TOLERANCE_FAMILIES) and POLICY.kernel_fuzz_cases >= 1
+    assert kg.gate_limit("embed_q4_k", TOL) == kg.gate_limit("kv_append", TOL) == 0.0
+    assert kg.gate_limit("lm_head_q6_k", TOL) == TOL["gemv"] and kg.gate_limit("attn_decode_hd512", TOL) == TOL[
+        "attention"]
+    with pytest.raises(kg.KernelGateError, match="unknown slot"):
+        kg.family("gemv_q2_k")
+
+
+# -- cases ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("slot", ALL)
+def test_cases_are_deterministic_per_seed_and_change_with_it(slot: str) -> None:
+    a, b = kg.cases(slot, [], SEED, 6), kg.cases(slot, [], SEED, 6)
+    assert a == b
+    assert [c.describe() for c in a] != [c.describe() for c in kg.cases(slot, [], SEED + 1, 6)]
+    assert len({c.input_seed for c in a}) == 6
+    # inputs too: same seed, same bytes
+    ra, rb = kg.runs(a[0]), kg.runs(b[0])
+    for x, y in zip(ra, rb, strict=True):
+        for name, v in x.args.items():
+            if isinstance(v, np.ndarray):
+                assert v.tobytes() == y.args[name].tobytes(), name
+
+
+def test_fuzzed_shapes_do_not_depend_on_the_basket_shapes() -> None:
+    fixed = [kg.FixedShape.make("qwen3moe-tiny", {"n_rows": 512, "n_cols": 256})]
+    with_basket = kg.cases("gemv_q4_k", fixed, SEED, 4)
+    alone = kg.cases("gemv_q4_k", [], SEED, 4)
+    assert with_basket[0].origin == "qwen3moe-tiny" and with_basket[0].env == {"n_rows": 512, "n_cols": 256}
+    assert [c.env for c in with_basket[1:]] == [c.env for c in alone]
+    assert all(c.fuzzed for c in with_basket[1:]) and not with_basket[0].fuzzed
+
+
+def test_basket_shapes_come_first_deduplicated_with_their_scalars() -> None:
+    env = {"n_head": 4, "n_head_kv": 2, "head_dim": 256, "n_ctx": 4096, "n_swa": 128}
+    shape = kg.FixedShape.make("gemma4-tiny", env, {"scale": 1.0, "n_swa": 128}, points=[127, 128, 4095])
+    got = kg.cases("attn_decode_swa_hd256", [shape, shape], SEED, 2)
+    assert len(got) == 3 and got[0].origin == "gemma4-tiny"
+    assert got[0].params["scale"] == 1.0 and got[0].params["points"] == [127, 128, 4095]
+    assert [r.label for r in kg.runs(got[0])] == ["pos=127", "pos=128", "pos=4095"]
+    rope = kg.FixedShape.make("qwen3moe-tiny", {"n_head": 16, "n_head_kv": 2, "head_dim": 128, "n_rot": 128},
+                              {"freq_base": 1e6, "freq_scale": 1.0, "eps": 1e-6}, nulls=["v", "freq_factors"])
+    (case,) = kg.cases("qk_norm_rope", [rope], SEED, 0)
+    assert case.params["freq_base"] == 1e6 and case.params["eps"] == np.float32(1e-6)
+    assert case.params["with_v"] is False and case.params["with_freq_factors"] is False
+    assert all(r.args["v"] is None and r.args["freq_factors"] is None for r in kg.runs(case))
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_fuzzed_shapes_are_legal_calls_and_cover_the_edges(seed: int) -> None:
+    for slot in ALL:
+        for case in kg.cases(slot, [], seed, 8):  # cases() runs check_case on each
+            env = case.env
+            for k in ("n_embd", "n_ff", "n_ff_exp", "head_dim"):
+                assert env.get(k, 4) % 4 == 0
+            if slot.startswith(("gemv_", "lm_head_", "embed_")):
+                block = catalogue.WEIGHT_TYPES[kg._weight_suffix(slot)][0]
+                cols = env["n_cols"] if slot.startswith("gemv_") else env["n_embd"]
+                assert cols % max(block, kg.F32_COLS_GRANULE) == 0
+            if slot.startswith("attn_decode"):
+                assert env["head_dim"] == catalogue.SLOTS[slot].fixed["head_dim"]
+                assert all(0 <= p < env["n_ctx"] for p in case.params["points"])
+            if slot.startswith("moe_ffn_"):
+                assert env["n_expert_used"] <= env["n_expert"]
+
+
+def test_fuzzing_reaches_the_interesting_shapes() -> None:
+    seen: dict[str, set[Any]] = {"odd_rows": set(), "swa_edge": set(), "group": set(), "alias": set(),
+                                 "past_end": set(), "padded": set(), "ties": set()}
+    for seed in range(40):
+        for c in kg.cases("gemv_q8_0", [], seed, 8):
+            seen["odd_rows"].add(c.env["n_rows"] % 2)
+        for c in kg.cases("attn_decode_swa_hd256", [], seed, 8):
+            swa, pts = c.env["n_swa"], c.params["points"]
+            if swa < c.env["n_ctx"] - 1:
+                seen["swa_edge"].add(swa - 1 in pts and swa in pts)
+        for c in kg.cases("attn_decode_hd128", [], seed, 4):
+            seen["group"].add(c.env["n_head"] // c.env["n_head_kv"])
+        for c in kg.cases("rmsnorm", [], seed, 4):
+            seen["alias"].add(c.params["alias"])
+        for c in kg.cases("kv_append", [], seed, 2):
+            seen["past_end"].add(c.env["n_ctx"] in c.params["points"])
+        for c in kg.cases("moe_ffn_geglu", [], seed, 2):
+            seen["padded"].add(c.params["stride_down"] > kg._matrix_bytes(c.slot, "down", c.env, c.params["type_down"]))
+    assert seen["odd_rows"] == {0, 1} and True in seen["swa_edge"] and {1, 3, 5, 16} <= seen["group"]
+    assert seen["alias"] == {True, False} and seen["past_end"] == {True} and seen["padded"] == {True, False}
+
+
+@pytest.mark.parametrize(("slot", "env", "params", "needle"), [
+    ("attn_decode_hd128", {"n_head": 6, "n_head_kv": 4, "head_dim": 128, "n_ctx": 64}, {"points": [1]},
+     "multiple of n_head_kv"),
+    ("attn_decode_hd128", {"n_head": 4, "n_head_kv": 4, "head_dim": 256, "n_ctx": 64}, {"points": [1]},
+     "head_dim must be 128"),
+    ("attn_decode_hd128", {"n_head": 4, "n_head_kv": 4, "head_dim": 128, "n_ctx": 64}, {"points": [64]},
+     r"\[0, n_ctx\)"),
+    ("gemv_q4_k", {"n_rows": 4, "n_cols": 128}, {}, "whole blocks of 256"),
+    ("gemv_q4_k", {"n_rows": 4}, {}, "symbols"),
+    ("embed_q8_0", {"n_vocab": 4, "n_embd": 64}, {"points": [4]}, r"\[0, n_vocab\)"),
+    ("qk_norm_rope", {"n_head": 2, "n_head_kv": 1, "head_dim": 64, "n_rot": 66}, {"points": [0]}, "n_rot"),
+    ("moe_ffn_swiglu", {"n_embd": 256, "n_ff_exp": 256, "n_expert": 4, "n_expert_used": 2},
+     {"type_gate": 12, "type_up": 12, "type_down": 12, "stride_gate": 10, "stride_up": 36864, "stride_down": 36864},
+     "stride_gate 10 is shorter"),
+])
+def test_illegal_cases_are_refused(slot: str, env: dict[str, int], params: dict[str, Any], needle: str) -> None:
+    with pytest.raises(kg.KernelGateError, match=needle):
+        kg.check_case(kg.Case(slot, 0, "-", env, params))
+
+
+def test_negative_fuzz_count_and_non_integer_seeds_are_refused() -> None:
+    with pytest.raises(kg.KernelGateError, match="negative"):
+        kg.cases("rmsnorm", [], 1, -1)
+    with pytest.raises(kg.KernelGateError, match="integer"):
+        kg.cases("rmsnorm", [], "1", 1)  # type: ignore[arg-type]
+    assert kg.cases("rmsnorm", [], np.int64(7), 2) == kg.cases("rmsnorm", [], 7, 2)
+
+
+@pytest.mark.parametrize("slot", ALL)
+def test_runs_pass_every_abi_argument_and_a_perfect_kernel_passes(slot: str) -> None:
+    params = {p.name for p in slot_abis()[slot].params} - {"scratch"}
+    limit = kg.gate_limit(slot, TOL)
+    for case, run in some_runs(slot):
+        assert set(run.args) == params
+        err, note = kg.score(slot, run, simulate(run))
+        assert err <= limit, (case.describe(run.label), err, note)
+        for name in run.expect:  # output-only buffers start poisoned
+            if name in ("y", "out", "logits", "weights") and name not in run.alias.values():
+                assert np.isnan(run.args[name]).all()
+
+
+# -- scoring --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("slot", ALL)
+def test_a_wrong_or_unwritten_output_fails(slot: str) -> None:
+    limit = kg.gate_limit(slot, TOL)
+    _, run = some_runs(slot, 1)[-1]
+    name = next(n for n in run.expect if n != "ids")
+    good = simulate(run)
+
+    nan = {k: v.copy() for k, v in good.items()}
+    flat = nan[name].reshape(-1)
+    flat[-1] = np.nan
+    if kg.family(slot) == kg.EXACT and np.isnan(run.expect[name].reshape(-1)[-1]):
+        flat[-1] = 1.0
+    err, note = kg.score(slot, run, nan)
+    assert not err <= limit and ("not finite" in note or "differ" in note), note
+
+    off = {k: v.copy() for k, v in good.items()}
+    if kg.family(slot) == kg.EXACT:  # one ulp on one element
+        bits = off[name].reshape(-1).view(np.uint16 if off[name].dtype == np.float16 else np.uint32)
+        i = int(np.flatnonzero(run.expect[name].reshape(-1) != 0)[0])
+        bits[i] += 1
+        err, note = kg.score(slot, run, off)
+        assert err == 1.0 and "1 of" in note, note
+    else:  # a relative error of 1e-3 everywhere, far above any tolerance and far below a wild bug
+        off[name] = (off[name].astype(np.float64) * (1 + 1e-3)).astype(off[name].dtype)
+        err, note = kg.score(slot, run, off)
+        assert 5e-4 < err < 2e-3 and name in note, note
+
+
+def test_errors_are_per_head_for_attention() -> None:
+    case, run = some_runs("attn_decode_hd128", 1)[0]
+    got = simulate(run)
+    heads = case.env["n_head"]
+    out = got["out"].reshape(heads, -1)
+    out[heads - 1] *= 1.01  # one head off by 1 %: per head it is 1e-2, whatever the head count
+    err, note = kg.score("attn_decode_hd128", run, got)
+    assert err == pytest.approx(1e-2, rel=1e-3) and f"out head {heads - 1}" in note
+
+
+def test_router_ids_are_a_set_and_must_match() -> None:
+    case, run = next((c, r) for c, r in some_runs("moe_router_topk", 8) if c.env["n_expert_used"] >= 3)
+    good = simulate(run)
+    perm = np.arange(good["ids"].size)[::-1]
+    shuffled = {"ids": good["ids"][perm], "weights": good["weights"][perm]}
+    assert kg.score("moe_router_topk", run, shuffled)[0] <= TOL["router"]
+    swapped = {"ids": good["ids"].copy(), "weights": good["weights"].copy()}
+    swapped["weights"][[0, 1]] = swapped["weights"][[1, 0]]
+    assert kg.score("moe_router_topk", run, swapped)[0] > TOL["router"]
+    wrong = {"ids": good["ids"].copy(), "weights": good["weights"]}
+    wrong["ids"][0] = next(i for i in range(case.env["n_expert"]) if i not in good["ids"])
+    err, note = kg.score("moe_router_topk", run, wrong)
+    assert err == math.inf and "chose experts" in note
+
+
+def test_router_ties_go_to_the_lower_id() -> None:
+    logits = np.array([1.0, 2.0, 2.0, 0.5, 2.0], np.float32)
+    ids, _ = kg.slot_math.router_topk(logits, None, 2, 1.0)
+    assert sorted(ids.tolist()) == [1, 2]
+    run = kg.Run("", {}, {"ids": ids, "weights": np.array([0.5, 0.5])})
+    assert kg.score("moe_router_topk", run, {"ids": np.array([4, 1], np.int32),
+                                             "weights": np.array([0.5, 0.5], np.float32)})[0] == math.inf
+
+
+def test_kv_append_past_the_end_expects_the_cache_untouched() -> None:
+    shape = kg.FixedShape.make("m", {"n_head_kv": 2, "head_dim": 64, "n_ctx": 10}, points=[3, 10])
+    (case,) = kg.cases("kv_append", [shape], SEED, 0)
+    at3, past = kg.runs(case)
+    assert past.label == "pos=10"
+    np.testing.assert_array_equal(past.expect["k_cache"], past.args["k_cache"])
+    written = np.flatnonzero(at3.expect["k_cache"] != at3.args["k_cache"])
+    assert written.size and set((written // 64) % 10) == {3}  # [head][pos][dim]: only position 3
+
+
+# -- the gate's report ----------------------------------------------------------------------------
+def outcome(case: kg.Case, error: float, note: str = "n") -> kg.Outcome:
+    return kg.Outcome(case, "pos=5", error, note)
+
+
+def test_summary_names_the_failing_shape_never_the_seed() -> None:
+    fixed = [kg.FixedShape.make("gemma4-tiny", {"n_rows": 64, "n_cols": 256})]
+    cs = kg.cases("gemv_q4_k", fixed, SEED, 3)
+    ok = kg.summarize("gemv_q4_k", 1e-5, [outcome(c, 1e-7) for c in cs])
+    assert ok.passed and ok.name == "kernel:gemv_q4_k" and ok.limit == 1e-5 and ok.value == 1e-7
+    assert "4 runs on 1 basket and 3 fuzzed shapes" in ok.detail
+    worst_fuzz = kg.summarize("gemv_q4_k", 1e-5, [outcome(cs[0], 1e-7)] + [outcome(c, 2e-6) for c in cs[1:]])
+    assert worst_fuzz.model == "-" and "worst on a fuzzed shape" in worst_fuzz.detail
+    assert f"n_rows={cs[1].env['n_rows']}," not in worst_fuzz.detail  # a passing fuzzed shape stays private
+
+    bad = kg.summarize("gemv_q4_k", 1e-5, [outcome(cs[0], 3e-3, "relative error 0.003 in y")]
+                       + [outcome(c, 1e-7) for c in cs[1:]])
+    assert not bad.passed and bad.model == "gemma4-tiny" and bad.value == 3e-3
+    assert bad.detail.startswith("1 of 4 runs") and "n_rows=64, n_cols=256, pos=5: relative error" in bad.detail
+    fuzz_bad = kg.summarize("gemv_q4_k", 1e-5, [outcome(cs[2], math.inf, "wrote outside y")])
+    assert fuzz_bad.model == "-" and "fuzzed shape n_rows=" in fuzz_bad.detail and "wrote outside y" in fuzz_bad.detail
+    for g in (ok, worst_fuzz, bad, fuzz_bad):
+        assert str(SEED) not in g.detail and hex(SEED)[2:] not in g.detail.lower()
+    empty = kg.summarize("gemv_q5_0", 1e-5, [])
+    assert empty.passed and "no cases" in empty.detail
+
+
+# -- the contained worker (run_contained replaced: no GPU here) -----------------------------------
+KERNEL = SlotKernel(Path("/nonexistent.cubin"), (LaunchSpec("k", Const((1,)), Const((32,))),))
+
+
+def fake_worker(faulty: dict[str, Exception]):
+    calls: list[list[str]] = []
+
+    def run_contained(fn, overrides, fixed, seed, tol, fuzz, *, timeout_s):
+        assert fn is kg._gate_job and seed == SEED and tol == TOL and fuzz == 2
+        chosen = sorted(overrides)
+        calls.append(chosen)
+        for slot in chosen:
+            if slot in faulty:
+                raise faulty[slot]
+        return tuple(kg.GateResult(f"kernel:{s}", "-", True, 0.0, kg.gate_limit(s, tol), "ok") for s in chosen)
+
+    return run_contained, calls
+
+
+def test_one_worker_for_all_slots_when_nothing_faults(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake, calls = fake_worker({})
+    monkeypatch.setattr(kg, "run_contained", fake)
+    got = kg.run_kernel_gates({"rmsnorm": KERNEL, "glu_geglu": KERNEL}, {}, SEED, TOL, 2, timeout_s=5)
+    assert [g.name for g in got] == ["kernel:glu_geglu", "kernel:rmsnorm"] and calls == [["glu_geglu", "rmsnorm"]]
+    assert kg.run_kernel_gates({}, {}, SEED, TOL, 2) == ()
+
+
+def test_a_fault_or_hang_fails_only_its_slot(monkeypatch: pytest.MonkeyPatch) -> None:
+    fault = KernelFault("GateFault: rmsnorm: CUDARuntimeError: cudaErrorIllegalAddress: an illegal memory access "
+                        "was encountered (while running n_embd=64, eps=1e-06, alias=False)\n--- worker traceback ---\n")
+    hang = KernelHang("no result within 5 s; the worker (pid 1) was killed")
+    fake, calls = fake_worker({"rmsnorm": fault, "kv_append": hang})
+    monkeypatch.setattr(kg, "run_contained", fake)
+    got = {g.name: g for g in kg.run_kernel_gates({"rmsnorm": KERNEL, "kv_append": KERNEL, "glu_geglu": KERNEL}, {},
+                                                  SEED, TOL, 2, timeout_s=5)}
+    assert calls[0] == ["glu_geglu", "kv_append", "rmsnorm"] and calls[1:] == [["glu_geglu"], ["kv_append"],
+                                                                               ["rmsnorm"]]
+    assert got["kernel:glu_geglu"].passed
+    norm = got["kernel:rmsnorm"]
+    assert not norm.passed and norm.value == math.inf and norm.limit == TOL["norm"]
+    assert norm.detail.startswith("rmsnorm: CUDARuntimeError") and "illegal memory access" in norm.detail
+    assert got["kernel:kv_append"].detail == "hung > 5 s: the gate worker was killed"
+    assert not got["kernel:kv_append"].passed
+
+
+def test_a_failure_of_the_gates_themselves_is_an_error_not_a_verdict(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake, _ = fake_worker({"rmsnorm": KernelFault("ModuleNotFoundError: No module named 'cupy'\n...")})
+    monkeypatch.setattr(kg, "run_contained", fake)
+    with pytest.raises(kg.KernelGateError, match="cupy"):
+        kg.run_kernel_gates({"rmsnorm": KERNEL}, {}, SEED, TOL, 2)
+    with pytest.raises(kg.KernelGateError, match="unknown slot"):
+        kg.run_kernel_gates({"rmsnorm_fast": KERNEL}, {}, SEED, TOL, 2)
+    with pytest.raises(kg.KernelGateError, match="tolerance"):
+        kg.run_kernel_gates({"rmsnorm": KERNEL}, {}, SEED, {"gemv": 1e-5}, 2)
+
+
+# -- basket shapes --------------------------------------------------------------------------------
+def test_shapes_from_ops_keep_distinct_calls_with_scalars_and_nulls() -> None:
+    def rope(base: float, v: Any) -> Op:
+        env = {"n_head": 4, "n_head_kv": 2, "head_dim": 256, "n_rot": 64}
+        args = {"q": Buf("q"), "k": Buf("k"), "v": v, "q_norm": Buf("a"), "k_norm": Buf("b"), "freq_factors": NULL,
+                "pos": Buf("pos"), **env, "freq_base": base, "freq_scale": 1.0, "eps": 1e-6}
+        return Op("qk_norm_rope", "blk", env, args)
+
+    ops = [rope(1e4, NULL), rope(1e4, NULL), rope(1e6, Buf("v")), Op("rt_copy", "x", {}, {})]
+    table = kg.shapes_from_ops("gemma4-tiny", ops)
+    (shapes,) = table.values()
+    assert len(shapes) == 2 and shapes[0].nulls == ("freq_factors", "v") and shapes[1].nulls == ("freq_factors",)
+    assert dict(shapes[1].scalars)["freq_base"] == 1e6
+    assert kg.shapes_from_ops("gemma4-tiny", ops, slots={"rmsnorm"}) == {}
+    merged = kg.merge_shapes(table, kg.shapes_from_ops("other", ops))
+    assert [s.model for s in merged["qk_norm_rope"]] == ["gemma4-tiny", "gemma4-tiny"]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return basket_dir(tmp_path_factory)
+
+
+def test_basket_shapes_cover_every_slot_the_plans_use(models: Path) -> None:
+    paths = [basket.model_path(models, key) for key in sorted(basket.SPECS)]
+    table = kg.basket_envs(paths)
+    assert {"attn_decode_hd128", "attn_decode_swa_hd256", "attn_decode_hd512", "moe_ffn_swiglu", "moe_ffn_geglu",
+            "moe_router_topk", "qk_norm_rope", "kv_append"} <= set(table)
+    swa = table["attn_decode_swa_hd256"]
+    assert {s.model for s in swa} == {"gemma4-tiny"} and dict(swa[0].env)["n_ctx"] == kg.GATE_N_CTX
+    assert {s.model for s in table["moe_ffn_swiglu"]} == {"qwen3moe-tiny"}
+    assert kg.basket_envs(paths, {"rmsnorm"}).keys() == {"rmsnorm"}
+    for slot, shapes in table.items():
+        got = kg.cases(slot, shapes, SEED, 0)  # legal calls, one case per distinct shape
+        assert len(got) == len(shapes) and all(not c.fuzzed for c in got)
+    (attn,) = kg.cases("attn_decode_swa_hd256", swa[:1], SEED, 0)
+    n_swa = attn.env["n_swa"]
+    assert {n_swa - 1, n_swa, n_swa + 1, kg.GATE_N_CTX - 1} <= set(attn.params["points"])
+    for case in kg.cases("moe_ffn_geglu", table["moe_ffn_geglu"], SEED, 0):
+        (run,) = kg.runs(case)  # the plan's own weight types and strides
+        assert kg.score(case.slot, run, simulate(run))[0] <= TOL["moe"]
