@@ -3,9 +3,9 @@
 - A/A: the baseline runtime against a second copy of itself, N full benchmark runs (every basket
   model, every policy context) scored by the policy: the label must be `none` every time; prints the
   spread of the measured speedups.
-- Known effects: the baseline rmsnorm plus a spin of known length (timed on its own with CUDA
-  events), sized to slow the step by ~1 %, 3 % and 10 %: is each expected slowdown inside the
-  measured interval, and which label follows?
+- Known effects: the baseline rmsnorm plus a wait of known length (global timer; its cost also
+  timed on its own with CUDA events), sized per model to slow the step at the middle context by
+  ~1 %, 3 % and 10 %: is each expected slowdown inside the measured interval, and which label follows?
 - Minimum detectable effect of each run.
 
     python benchmarks/verdict_experiments.py --basket DIR --out verdicts.json [--aa-runs 20]
@@ -42,8 +42,9 @@ SPIN_SOURCE = Path(__file__).parent / "data" / "rmsnorm_spin.cu"
 POLICY = load_policy()
 
 
-def spin_kernel(cycles: int) -> SlotKernel:
-    cubin = compile_cubin(SPIN_SOURCE, device_arch(), flags=(*DEFAULT_FLAGS, f"-DSPIN_CYCLES={cycles}"))
+def spin_kernel(embd_a: int, ns_a: int, ns_b: int) -> SlotKernel:
+    flags = (*DEFAULT_FLAGS, f"-DSPIN_EMBD_A={embd_a}", f"-DSPIN_NS_A={ns_a}", f"-DSPIN_NS_B={ns_b}")
+    cubin = compile_cubin(SPIN_SOURCE, device_arch(), flags=flags)
     return SlotKernel(cubin, (LaunchSpec("rmsnorm_spin", Const((1,)), norm_block),), origin="candidate")
 
 
@@ -84,7 +85,7 @@ class Bench:
     def run(self, overrides: dict[str, SlotKernel], rule: SamplingRule, seed: int) -> list[SpeedCell]:
         cells = []
         for key, weights in self.weights.items():
-            candidate = DecodeRuntime(weights, self.n_ctx, overrides)
+            candidate = DecodeRuntime(weights, self.n_ctx, overrides, kv_from=self.frontier[key])
             frontier = self.frontier[key]
             for ctx in POLICY.contexts:
                 r = interleaved(frontier, candidate, ctx, rule, seed=seed + ctx)
@@ -141,20 +142,18 @@ def main() -> None:
                  "speedup_min": min(speedups), "speedup_max": max(speedups),
                  "speedup_sd": statistics.pstdev(speedups)}
 
-    # Known effects: size the spin so that it costs `pct` of qwen3moe-tiny's step at the middle context.
-    key0, ctx0 = next(iter(bench.weights)), POLICY.contexts[len(POLICY.contexts) // 2]
-    base_cells = out["mde_run"]["cells"]
-    step_us = next(c["t_frontier_us"] for c in base_cells if c["model"] == key0 and c["context"] == ctx0)
-    plain = SlotKernel(compile_cubin(SPIN_SOURCE, device_arch(), flags=(*DEFAULT_FLAGS, "-DSPIN_CYCLES=0")),
-                       (LaunchSpec("rmsnorm_spin", Const((1,)), norm_block),))
+    # Known effects: per model, a wait that costs `pct` of its step at the middle context.
+    ctx0 = POLICY.contexts[len(POLICY.contexts) // 2]
     dims = {k: next(op.env["n_embd"] for op in bench.frontier[k].plan.ops if op.name == "rmsnorm")
             for k in bench.weights}
-    # SM clock cycles per microsecond, from the spin kernel itself: 20000 cycles against none.
-    cycles_per_us = 20000 / (kernel_us(spin_kernel(20000), dims[key0]) - kernel_us(plain, dims[key0]))
+    (key_a, key_b), plain = list(bench.weights), spin_kernel(0, 0, 0)
+    if dims[key_a] == dims[key_b]:
+        raise SystemExit("the spin kernel tells the models apart by n_embd, which they share")
+    step_us = {c["model"]: c["t_frontier_us"] for c in out["mde_run"]["cells"] if c["context"] == ctx0}
     effects = []
     for pct in (1.0, 3.0, 10.0):
-        cycles = int(pct / 100 * step_us / bench.norm_calls(key0) * cycles_per_us)
-        kernel = spin_kernel(cycles)
+        ns = {k: int(pct / 100 * step_us[k] * 1e3 / bench.norm_calls(k)) for k in (key_a, key_b)}
+        kernel = spin_kernel(dims[key_a], ns[key_a], ns[key_b])
         extra_us = {k: kernel_us(kernel, dims[k]) - kernel_us(plain, dims[k]) for k in bench.weights}
         cells = bench.run({"rmsnorm": kernel}, replace(base_rule, budget_s=args.effect_budget), seed=77)
         decision = label(Measurements(True, cells=tuple(cells)), POLICY)
@@ -163,7 +162,7 @@ def main() -> None:
             expected = c.t_frontier_s / (c.t_frontier_s + bench.norm_calls(c.model) * extra_us[c.model] * 1e-6)
             inside = c.comparison.ci_low <= expected <= c.comparison.ci_high
             rows.append({**summary([c])[0], "expected_speedup": expected, "inside_ci": inside})
-        effects.append({"target_pct": pct, "spin_cycles": cycles, "extra_us_per_call": extra_us,
+        effects.append({"target_pct": pct, "wait_ns": ns, "extra_us_per_call": extra_us,
                         "label": decision.label, "reasons": list(decision.reasons), "cells": rows})
         print(f"effect ~{pct}%: label {decision.label}; "
               + "; ".join(f"{r['model']}@{r['context']} expected {r['expected_speedup']:.4f} measured "

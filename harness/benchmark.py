@@ -7,6 +7,12 @@ within a pair does not favour either side; the sampling rule decides when enough
 Both runtimes decode the same teacher-forced token sequence over the same (random, seeded) KV
 contents, so their logits at every timed step must agree: the last trial's logits of the two are
 compared (the spot check), and a kernel that is fast only when nobody looks is caught.
+
+The candidate should share the frontier's KV cache (``DecodeRuntime(..., kv_from=frontier)``): on
+small models the working set sits near the size of L2, and two caches at different addresses
+measured 1–3 % apart with identical kernels. Each step's own row is appended by the runtime that
+reads it; the rows below ``context`` must never change, which is checked after the trials, so a
+candidate cannot rewrite the shared history to make the frontier's answers match its shortcuts.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ class ContextRun:
     candidate_s: tuple[float, ...]
     comparison: PairedComparison
     spot_check: Divergence  # frontier (as reference) vs candidate over the last trial's steps
+    kv_intact: bool  # the KV rows below `context` are as filled before the trials
     elapsed_s: float
 
 
@@ -58,12 +65,13 @@ def _trial_logits(rt: DecodeRuntime, context: int, steps: int) -> np.ndarray:
     return ring[[(context + i) % cap for i in range(steps)]]
 
 
-def prepare(rt: DecodeRuntime, context: int, steps: int, seed: int) -> None:
+def prepare(rt: DecodeRuntime, context: int, steps: int, seed: int, fill: bool = True) -> None:
     """Random unit-scale KV below ``context`` and a random teacher-forced sequence after it, the
     same for every runtime given the same seed."""
     if context + steps > rt.plan.n_ctx:
         raise ValueError(f"context {context} + {steps} steps exceeds the runtime's n_ctx {rt.plan.n_ctx}")
-    rt.fill_kv(seed)
+    if fill:
+        rt.fill_kv(seed)
     rt.set_tokens(_tokens(rt.plan.config.n_vocab, context + steps, seed), start=context)
     if rt.graph is None:
         rt.capture()
@@ -79,13 +87,15 @@ def interleaved(frontier: DecodeRuntime, candidate: DecodeRuntime, context: int,
     """Paired, alternating trials at one context length until ``rule`` says stop."""
     started = time.monotonic()
     probe_steps = 16
+    shared = all(candidate.buffers[n] is a for n, a in frontier.kv_views().items())
     for rt in (frontier, candidate):
-        prepare(rt, context, max(probe_steps, 256), seed)
+        prepare(rt, context, max(probe_steps, 256), seed, fill=rt is frontier or not shared)
     events = [cupy.cuda.Event() for _ in range(4)]
     step_s = _trial(frontier, context, probe_steps, events[0], events[1])
     steps = min(steps_for(step_s), frontier.plan.n_ctx - context, frontier.plan.history)
     for rt in (frontier, candidate):
-        prepare(rt, context, steps, seed)
+        prepare(rt, context, steps, seed, fill=rt is frontier or not shared)
+    history = {name: view[:, :context].copy() for name, view in frontier.kv_views().items()}
     for _ in range(warmup_trials):
         _trial(frontier, context, steps, events[0], events[1])
         _trial(candidate, context, steps, events[2], events[3])
@@ -102,8 +112,11 @@ def interleaved(frontier: DecodeRuntime, candidate: DecodeRuntime, context: int,
         c_times.append(c)
         if rule.done(np.array(f_times), np.array(c_times), time.monotonic() - started):
             break
+    intact = all(bool(cupy.array_equal(view[:, :context], history[name]))
+                 for rt in (frontier, candidate) for name, view in rt.kv_views().items())
+    del history
     comparison = compare_paired(np.array(f_times), np.array(c_times), rule.confidence)
     spot = compare(normalize(_trial_logits(frontier, context, steps)),
                    normalize(_trial_logits(candidate, context, steps)))
-    return ContextRun(context, steps, tuple(f_times), tuple(c_times), comparison, spot,
+    return ContextRun(context, steps, tuple(f_times), tuple(c_times), comparison, spot, intact,
                       time.monotonic() - started)

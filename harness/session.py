@@ -19,7 +19,7 @@ import numpy as np
 
 from harness.benchmark import ContextRun, interleaved
 from harness.divergence import Divergence, compare, normalize
-from harness.gates import GateLimits, end_to_end, spot_check
+from harness.gates import GateLimits, end_to_end, kv_integrity, spot_check
 from harness.measurements import GateResult, SpeedCell
 from harness.stats import SamplingRule
 from reference_runtime import corpus
@@ -109,7 +109,8 @@ def run_session(spec: SessionSpec) -> SessionResult:
             ref = reference_logprobs(model, text, spec.reference_dir, xp=cupy)
             weights = DeviceModel(model)
             n_ctx = max(len(text.tokens), max(spec.contexts) + SLACK if spec.benchmark else 0)
-            candidate = DecodeRuntime(weights, n_ctx, spec.candidate)
+            frontier = DecodeRuntime(weights, n_ctx, spec.frontier)
+            candidate = DecodeRuntime(weights, n_ctx, spec.candidate, kv_from=frontier)
             t0 = time.monotonic()
             logits = candidate.teacher_forced(text.tokens)
             tf_s = time.monotonic() - t0
@@ -119,11 +120,11 @@ def run_session(spec: SessionSpec) -> SessionResult:
             gates.extend(model_gates)
             contexts: list[ContextRun] = []
             if spec.benchmark and all(g.passed for g in gates):
-                frontier = DecodeRuntime(weights, n_ctx, spec.frontier)
                 for ctx in spec.contexts:
                     run = interleaved(frontier, candidate, ctx, spec.rule, seed=spec.seed + ctx)
                     contexts.append(run)
                     gates.append(spot_check(key, ctx, run.spot_check, spec.limits))
+                    gates.append(kv_integrity(key, ctx, run.kv_intact))
                     mid = ctx + run.steps_per_trial // 2
                     cells.append(SpeedCell(
                         model=key, context=ctx, comparison=run.comparison,
@@ -131,11 +132,10 @@ def run_session(spec: SessionSpec) -> SessionResult:
                         t_candidate_s=float(np.median(run.candidate_s)),
                         t_roofline_s=step_traffic(frontier.plan, mid).total / peak,
                     ))
-                del frontier
             elif spec.benchmark:
                 notes.append(f"{key}: not benchmarked (a gate failed)")
             runs.append(ModelRun(key, model.sha256(), text.sha256, REFERENCE_VERSION, d, tuple(contexts), tf_s))
-            del candidate, weights
+            del candidate, frontier, weights
             cupy.get_default_memory_pool().free_all_blocks()
     return SessionResult(tuple(gates), tuple(cells), tuple(runs), gpu, driver, time.monotonic() - started, peak,
                          tuple(notes))

@@ -55,7 +55,10 @@ class DecodeRuntime:
     """Teacher-forced decode of one model through one captured CUDA graph."""
 
     def __init__(self, weights: DeviceModel, n_ctx: int, overrides: Mapping[str, SlotKernel] | None = None,
-                 history: int = 256, baseline: Mapping[str, SlotKernel] | None = None) -> None:
+                 history: int = 256, baseline: Mapping[str, SlotKernel] | None = None,
+                 kv_from: DecodeRuntime | None = None) -> None:
+        """``kv_from``: use that runtime's KV cache instead of allocating one (same model and n_ctx), so
+        two runtimes measured against each other read the very same addresses."""
         self.weights = weights
         self.plan: DecodePlan = build_plan(weights.model, n_ctx, history)
         self.arch, self.n_sm = device_arch(), device_sm_count()
@@ -69,7 +72,9 @@ class DecodeRuntime:
         self.kernels = {s: table[s] for s in self.plan.slots_used()}
         self.stream = cupy.cuda.Stream(non_blocking=True)
         self.buffers: dict[str, cupy.ndarray] = {}
-        self._allocate()
+        if kv_from is not None and (kv_from.weights is not weights or kv_from.plan.n_ctx != n_ctx):
+            raise RuntimeSetupError("a shared KV cache needs the same weights and n_ctx")
+        self._allocate(kv_from)
         self.launches = self._resolve()
         self.graph: Any = None
 
@@ -77,14 +82,16 @@ class DecodeRuntime:
     def env(self, op: Op) -> dict[str, int]:
         return {**op.env, "n_sm": self.n_sm}
 
-    def _allocate(self) -> None:
+    def _allocate(self, kv_from: DecodeRuntime | None) -> None:
         scratch = max((self.kernels[op.name].scratch_bytes(self.env(op)) for op in self.plan.ops
                        if not op.internal), default=0)
         with self.stream:
             for spec in self.plan.buffers.values():
                 if spec.kind == "weight":
                     continue
-                if spec.kind == "derived":
+                if spec.kind == "kv" and kv_from is not None:
+                    array = kv_from.buffers[spec.name]
+                elif spec.kind == "derived":
                     array = cupy.asarray(self.plan.derived[spec.name])
                 else:
                     array = cupy.empty(spec.count, dtype=spec.dtype)
@@ -162,6 +169,16 @@ class DecodeRuntime:
             self.stream.synchronize()
             out[start : start + m] = self.buffers["history"][: m * vocab].get().reshape(m, vocab)
         return out
+
+    def kv_views(self) -> dict[str, cupy.ndarray]:
+        """Each KV cache buffer as [n_head_kv, n_ctx, head_dim] (head-major, the ABI's layout)."""
+        views = {}
+        for op in self.plan.ops:
+            if op.name.startswith("attn_decode"):
+                for arg in ("k_cache", "v_cache"):
+                    name = op.args[arg].name  # type: ignore[union-attr]
+                    views[name] = self.buffers[name].reshape(op.args["n_head_kv"], self.plan.n_ctx, op.env["head_dim"])
+        return views
 
     def fill_kv(self, seed: int = 0) -> None:
         """Random unit-scale fp16 keys and values everywhere, for timing at a context length without
