@@ -171,6 +171,8 @@ class FixedShape:
     @classmethod
     def make(cls, model: str, env: Mapping[str, int], scalars: Mapping[str, int | float] | None = None,
              nulls: Iterable[str] = (), points: Iterable[int] = ()) -> FixedShape:
+        if model == FUZZ:
+            raise KernelGateError(f"{FUZZ!r} names fuzzed shapes; a fixed shape needs its model's name")
         plain = {k: int(v) if isinstance(v, int | np.integer) else float(v) for k, v in (scalars or {}).items()}
         return cls(model, tuple(sorted((k, int(v)) for k, v in env.items())), tuple(sorted(plain.items())),
                    tuple(sorted(nulls)), tuple(int(p) for p in points))
@@ -442,23 +444,29 @@ _NULLABLE = {"v": "with_v", "freq_factors": "with_freq_factors", "expert_scale":
 
 
 def _fixed_params(slot: str, shape: FixedShape, drawn: dict[str, Any]) -> dict[str, Any]:
+    """The drawn parameters with the shape's own: its scalar arguments, which pointers are NULL, the
+    plain variant (the plans never alias rmsnorm's y and x, and real tables have sane scales), its
+    points. A shape's scalars may also name a variant (``alias``, ``extreme_scales``)."""
     params = dict(drawn)
+    for pointer, flag in _NULLABLE.items():
+        if flag in params:
+            params[flag] = pointer not in shape.nulls
+    for variant in ("alias", "extreme_scales"):
+        if variant in params:
+            params[variant] = False
     scalars = dict(shape.scalars)
     for name in drawn:
         if name in scalars:
             value = scalars[name]
-            params[name] = _f32(value) if isinstance(value, float) else value  # what the kernel receives
+            if name in ("alias", "extreme_scales"):
+                value = bool(value)
+            elif isinstance(value, float):
+                value = _f32(value)  # what the kernel receives
+            params[name] = value
     env = dict(shape.env)
     for w in ("gate", "up", "down"):  # a type given without its stride: experts packed back to back
         if f"type_{w}" in scalars and f"stride_{w}" not in scalars:
             params[f"stride_{w}"] = _matrix_bytes(slot, w, env, int(scalars[f"type_{w}"]))
-    for pointer, flag in _NULLABLE.items():
-        if flag in params:
-            params[flag] = pointer not in shape.nulls
-    if "alias" in params:
-        params["alias"] = False  # the plans never alias rmsnorm's y and x; fuzzed cases do
-    if "extreme_scales" in params:
-        params["extreme_scales"] = False
     if shape.points:
         params["points"] = list(shape.points)
     return params
