@@ -148,13 +148,6 @@ def _granule(suffix: str) -> int:
     return block if block > 1 else F32_COLS_GRANULE
 
 
-def _suffix_of_type(type_id: int) -> str:
-    try:
-        return WEIGHT_SUFFIX[QT(type_id)]
-    except (ValueError, KeyError):
-        raise KernelGateError(f"GGML type {type_id} has no slot weight type") from None
-
-
 # -- fixed shapes from the basket -----------------------------------------------------------------
 @dataclass(frozen=True)
 class FixedShape:
