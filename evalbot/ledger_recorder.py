@@ -2,12 +2,17 @@
 
 A commit has one evaluation row, whichever targets (PRs, the base branch) it was queued for; a
 verified base-branch commit additionally gets a frontier advance that points at that row.
+
+The ledger's own errors (:class:`ledger.LedgerError`) cross into evalbot here, as
+:class:`~evalbot.errors.EvalbotError`: the poller reports those as one line and carries on.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -18,10 +23,19 @@ from evalbot.config import Config
 from evalbot.errors import EvalbotError
 from evalbot.pipeline import Job, Verdict
 from evalbot.recorder import Recorder
-from ledger import AdvanceIn, EvaluationIn, FrontierConflictError, Ledger, MeasurementIn, Signer
+from ledger import AdvanceIn, EvaluationIn, FrontierConflictError, Ledger, LedgerError, MeasurementIn, Signer
 
 log = logging.getLogger("evalbot.watch")
 _BASKET_MAX = 100
+
+
+@contextmanager
+def ledger_errors() -> Iterator[None]:
+    """Re-raise a ledger problem as an :class:`EvalbotError` with the same message."""
+    try:
+        yield
+    except LedgerError as exc:
+        raise EvalbotError(str(exc)) from exc
 
 
 def basket_id(cfg: Config) -> str:
@@ -74,10 +88,15 @@ class LedgerRecorder:
         self.gpu_class = gpu_class
 
     def frontier(self, repo: str, base_ref: str) -> str | None:
-        advance = self.ledger.frontier(self.basket, self.gpu_class)
+        with ledger_errors():
+            advance = self.ledger.frontier(self.basket, self.gpu_class)
         return advance.commit_sha if advance else None
 
     def record(self, job: Job, verdict: Verdict, started_at: datetime, finished_at: datetime) -> None:
+        with ledger_errors():
+            self._record(job, verdict, started_at, finished_at)
+
+    def _record(self, job: Job, verdict: Verdict, started_at: datetime, finished_at: datetime) -> None:
         # Idempotent: a row for this commit under this policy and GPU class means a previous call
         # (or another target of the same commit) already appended it.
         existing = [
@@ -133,7 +152,8 @@ class DryRunRecorder:
     def frontier(self, repo: str, base_ref: str) -> str | None:
         if self.ledger is None:
             return None
-        advance = self.ledger.frontier(self.basket, self.gpu_class)
+        with ledger_errors():
+            advance = self.ledger.frontier(self.basket, self.gpu_class)
         return advance.commit_sha if advance else None
 
     def record(self, job: Job, verdict: Verdict, started_at: datetime, finished_at: datetime) -> None:
@@ -145,7 +165,8 @@ def open_recorder(cfg: Config, read_only: bool) -> tuple[Recorder, Engine | None
     gpu_class = cfg.ledger.gpu_class or "unspecified"
     if read_only:
         try:
-            ledger: Ledger | None = Ledger.open(cfg.ledger_url)
+            with ledger_errors():
+                ledger: Ledger | None = Ledger.open(cfg.ledger_url)
         except EvalbotError as exc:
             log.warning("dry run without a ledger (%s): PRs are compared with their base commit", exc)
             ledger = None
@@ -156,6 +177,7 @@ def open_recorder(cfg: Config, read_only: bool) -> tuple[Recorder, Engine | None
         )
     if not cfg.ledger.gpu_class:
         raise EvalbotError(f"{cfg.source}: [ledger] gpu_class is not set (e.g. \"H100-SXM\")")
-    signer = Signer.load(Path(cfg.ledger.signing_key).expanduser())
-    ledger = Ledger.open(cfg.ledger_url, signer=signer, create=True)
+    with ledger_errors():
+        signer = Signer.load(Path(cfg.ledger.signing_key).expanduser())
+        ledger = Ledger.open(cfg.ledger_url, signer=signer, create=True)
     return LedgerRecorder(ledger, basket_id(cfg), cfg.ledger.gpu_class), ledger.engine

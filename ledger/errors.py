@@ -1,11 +1,13 @@
-"""Ledger errors: each one is worded for the user and names the file or value that was wrong."""
+"""Ledger errors: each one is worded for the user and names the file or value that was wrong.
+
+The ledger depends on nothing of evalbot: its errors derive from :class:`LedgerError`, which a
+command line (evalbot's ``main``) reports as one line, like its own errors.
+"""
 
 from __future__ import annotations
 
-from evalbot.errors import EvalbotError
 
-
-class LedgerError(EvalbotError):
+class LedgerError(Exception):
     """Base of every ledger problem the CLI reports as one line."""
 
 
