@@ -215,10 +215,13 @@ def _gpu_identity() -> tuple[str, str]:
 
 def _kernel_gates(kernels: Mapping[str, Any], models: Mapping[str, Path], policy: Policy,
                   seed: int) -> list[GateResult]:
-    from harness.kernel_gates import basket_envs, run_kernel_gates
+    from harness.kernel_gates import KernelGateError, basket_envs, run_kernel_gates
 
-    return list(run_kernel_gates(kernels, basket_envs(list(models.values()), set(kernels)), seed,
-                                 policy.kernel_tolerances, policy.kernel_fuzz_cases, timeout_s=300.0))
+    try:
+        return list(run_kernel_gates(kernels, basket_envs(list(models.values()), set(kernels)), seed,
+                                     policy.kernel_tolerances, policy.kernel_fuzz_cases, timeout_s=300.0))
+    except KernelGateError as exc:  # the gates themselves broke, not the candidate: retry later
+        raise EvalbotError(f"kernel gates could not run: {exc}") from None
 
 
 def _session(config: Config, policy: Policy, key: str, path: Path, candidate: Mapping[str, Any],

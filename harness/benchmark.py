@@ -8,11 +8,13 @@ Both runtimes decode the same teacher-forced token sequence over the same (rando
 contents, so their logits at every timed step must agree: the last trial's logits of the two are
 compared (the spot check), and a kernel that is fast only when nobody looks is caught.
 
-The candidate should share the frontier's KV cache (``DecodeRuntime(..., kv_from=frontier)``): on
-small models the working set sits near the size of L2, and two caches at different addresses
-measured 1–3 % apart with identical kernels. Each step's own row is appended by the runtime that
-reads it; the rows below ``context`` must never change, which is checked after the trials, so a
-candidate cannot rewrite the shared history to make the frontier's answers match its shortcuts.
+The candidate should share the frontier's working memory (``DecodeRuntime(..., share_from=frontier)``:
+KV cache, activations, scratch): on an H200 two runtimes with identical kernels but their own
+buffers measured 1–3 % apart, run after run (the basket's working sets sit near the size of L2, so
+placement matters). Sharing makes the two launch sequences differ only in their kernels. Every step
+writes its activations before reading them, and appends its own KV row; the rows below ``context``
+must never change, which is checked after the trials, so a candidate cannot rewrite the shared
+history to make the frontier's answers match its shortcuts.
 """
 
 from __future__ import annotations
@@ -87,7 +89,7 @@ def interleaved(frontier: DecodeRuntime, candidate: DecodeRuntime, context: int,
     """Paired, alternating trials at one context length until ``rule`` says stop."""
     started = time.monotonic()
     probe_steps = 16
-    shared = all(candidate.buffers[n] is a for n, a in frontier.kv_views().items())
+    shared = all(candidate.buffers[n] is frontier.buffers[n] for n in frontier.kv_views())
     for rt in (frontier, candidate):
         prepare(rt, context, max(probe_steps, 256), seed, fill=rt is frontier or not shared)
     events = [cupy.cuda.Event() for _ in range(4)]

@@ -110,7 +110,7 @@ def run_session(spec: SessionSpec) -> SessionResult:
             weights = DeviceModel(model)
             n_ctx = max(len(text.tokens), max(spec.contexts) + SLACK if spec.benchmark else 0)
             frontier = DecodeRuntime(weights, n_ctx, spec.frontier)
-            candidate = DecodeRuntime(weights, n_ctx, spec.candidate, kv_from=frontier)
+            candidate = DecodeRuntime(weights, n_ctx, spec.candidate, share_from=frontier)
             t0 = time.monotonic()
             logits = candidate.teacher_forced(text.tokens)
             tf_s = time.monotonic() - t0

@@ -1,17 +1,10 @@
 /* The baseline rmsnorm plus a known amount of extra work: after the norm is written, thread 0 waits
- * SPIN_NS_A nanoseconds (by the global timer) when n_embd == SPIN_EMBD_A, else SPIN_NS_B, so one
- * kernel slows two basket models by chosen fractions. Used by benchmarks/verdict_experiments.py to
- * check that the benchmark measures known slowdowns inside their confidence intervals. */
+ * SPIN_NS nanoseconds by the global timer. Used by benchmarks/verdict_experiments.py to check that
+ * the benchmark measures known slowdowns inside their confidence intervals. */
 #include "kernels/norm.cu"
 
-#ifndef SPIN_EMBD_A
-#define SPIN_EMBD_A 0
-#endif
-#ifndef SPIN_NS_A
-#define SPIN_NS_A 0
-#endif
-#ifndef SPIN_NS_B
-#define SPIN_NS_B 0
+#ifndef SPIN_NS
+#define SPIN_NS 0
 #endif
 
 __device__ __forceinline__ unsigned long long eb_globaltimer() {
@@ -29,9 +22,8 @@ extern "C" __global__ void rmsnorm_spin(EVALBOT_RMSNORM_ARGS) {
     for (int i = threadIdx.x; i < n4; i += blockDim.x)
         reinterpret_cast<float4*>(y)[i] = eb_scale4(x4[i], inv, reinterpret_cast<const float4*>(w)[i]);
     if (threadIdx.x == 0) {
-        const unsigned long long wait = n_embd == SPIN_EMBD_A ? SPIN_NS_A : SPIN_NS_B;
         const unsigned long long t0 = eb_globaltimer();
-        while (eb_globaltimer() - t0 < wait) {
+        while (eb_globaltimer() - t0 < (unsigned long long)SPIN_NS) {
         }
     }
 }

@@ -56,9 +56,10 @@ class DecodeRuntime:
 
     def __init__(self, weights: DeviceModel, n_ctx: int, overrides: Mapping[str, SlotKernel] | None = None,
                  history: int = 256, baseline: Mapping[str, SlotKernel] | None = None,
-                 kv_from: DecodeRuntime | None = None) -> None:
-        """``kv_from``: use that runtime's KV cache instead of allocating one (same model and n_ctx), so
-        two runtimes measured against each other read the very same addresses."""
+                 share_from: DecodeRuntime | None = None) -> None:
+        """``share_from``: use that runtime's working memory (KV cache, activations, state, scratch when
+        large enough) instead of allocating it, keeping only the logits history apart. Two runtimes
+        measured against each other then touch the very same addresses; they must not run at once."""
         self.weights = weights
         self.plan: DecodePlan = build_plan(weights.model, n_ctx, history)
         self.arch, self.n_sm = device_arch(), device_sm_count()
@@ -72,9 +73,10 @@ class DecodeRuntime:
         self.kernels = {s: table[s] for s in self.plan.slots_used()}
         self.stream = cupy.cuda.Stream(non_blocking=True)
         self.buffers: dict[str, cupy.ndarray] = {}
-        if kv_from is not None and (kv_from.weights is not weights or kv_from.plan.n_ctx != n_ctx):
-            raise RuntimeSetupError("a shared KV cache needs the same weights and n_ctx")
-        self._allocate(kv_from)
+        if share_from is not None and (share_from.weights is not weights or share_from.plan.n_ctx != n_ctx
+                                       or share_from.plan.history != history):
+            raise RuntimeSetupError("shared working memory needs the same weights, n_ctx and history")
+        self._allocate(share_from)
         self.launches = self._resolve()
         self.graph: Any = None
 
@@ -82,22 +84,26 @@ class DecodeRuntime:
     def env(self, op: Op) -> dict[str, int]:
         return {**op.env, "n_sm": self.n_sm}
 
-    def _allocate(self, kv_from: DecodeRuntime | None) -> None:
+    def _allocate(self, share_from: DecodeRuntime | None) -> None:
         scratch = max((self.kernels[op.name].scratch_bytes(self.env(op)) for op in self.plan.ops
                        if not op.internal), default=0)
         with self.stream:
             for spec in self.plan.buffers.values():
                 if spec.kind == "weight":
                     continue
-                if spec.kind == "kv" and kv_from is not None:
-                    array = kv_from.buffers[spec.name]
+                if share_from is not None and spec.kind != "history":
+                    array = share_from.buffers[spec.name]
                 elif spec.kind == "derived":
                     array = cupy.asarray(self.plan.derived[spec.name])
                 else:
                     array = cupy.empty(spec.count, dtype=spec.dtype)
                     array.view(cupy.uint8).fill(0 if spec.kind in ("kv", "state") else _POISON)
                 self.buffers[spec.name] = array
-            self.buffers["scratch"] = cupy.full(max(scratch, SCRATCH_ALIGN), _POISON, dtype=cupy.uint8)
+            need = max(scratch, SCRATCH_ALIGN)
+            if share_from is not None and share_from.buffers["scratch"].size >= need:
+                self.buffers["scratch"] = share_from.buffers["scratch"]
+            else:
+                self.buffers["scratch"] = cupy.full(need, _POISON, dtype=cupy.uint8)
         self.stream.synchronize()
 
     def ptr(self, arg: Buf | Null) -> int | None:

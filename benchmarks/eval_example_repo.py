@@ -1,0 +1,73 @@
+"""`evalbot eval` on every branch of the example contributor repo, as a contributor would run it, on a
+GPU box: the verdict of each commit and its wall time, cold (first run: reference cache, builds)
+and warm (every cache filled). Figures for docs/verdicts.md.
+
+    python benchmarks/eval_example_repo.py --basket DIR --out example.json [--workdir DIR]
+
+The build backend is `local` (GPU boxes for development rarely run a docker engine); the verdicts
+do not depend on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from reference_runtime import basket
+
+EXPECTED = {"main": "none", "faster": "a label (XS…XL)", "wrong": "REJECT (a gate)", "broken": "REJECT (build)"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--basket", required=True, type=Path)
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--branches", default="main,faster,wrong,broken")
+    parser.add_argument("--passes", type=int, default=2, help="1: cold only; 2: cold then warm")
+    args = parser.parse_args()
+
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="evalbot-example-"))
+    data, cache, repo = work / "data", work / "cache", work / "kernels"
+    (data / "models").mkdir(parents=True, exist_ok=True)
+    for key in basket.SPECS:
+        link = basket.model_path(data / "models", key)
+        if not link.exists():
+            os.symlink(basket.model_path(args.basket.resolve(), key), link)
+    env = {**os.environ, "EVALBOT_BUILD__BACKEND": "local", "EVALBOT_PATHS__DATA_DIR": str(data),
+           "EVALBOT_PATHS__CACHE_DIR": str(cache)}
+    if not repo.exists():
+        subprocess.run([sys.executable, "-m", "evalbot", "example-repo", str(repo)], check=True, env=env)
+
+    results = []
+    for attempt in range(args.passes):
+        for branch in args.branches.split(","):
+            verdict = work / f"{branch}.{attempt}.json"
+            start = time.monotonic()
+            done = subprocess.run([sys.executable, "-m", "evalbot", "eval", branch, "--repo", str(repo),
+                                   "--json", str(verdict)], env=env, capture_output=True, text=True)
+            seconds = time.monotonic() - start
+            doc = json.loads(verdict.read_text()) if verdict.exists() else {}
+            row = {"branch": branch, "pass": "cold" if attempt == 0 else "warm", "exit": done.returncode,
+                   "label": doc.get("label"), "reasons": doc.get("reasons"), "seconds": seconds,
+                   "expected": EXPECTED.get(branch, "?"), "document": doc,
+                   "stderr": done.stderr[-2000:] if done.returncode == 2 else ""}
+            results.append(row)
+            print(f"{branch:7s} {row['pass']}: {row['label']!s:7s} exit {done.returncode}  {seconds:6.1f} s  "
+                  f"(expected {row['expected']})  {(doc.get('reasons') or [row['stderr'][-300:]])[0]}", flush=True)
+            if branch == "faster" and doc:
+                for cell in doc["measurements"]["cells"]:
+                    c = cell["comparison"]
+                    print(f"    {cell['model']}@{cell['context']}: speedup {c['speedup']:.4f} "
+                          f"[{c['ci_low']:.4f}, {c['ci_high']:.4f}] pairs {c['n_pairs']} mde {100 * c['mde']:.2f}%")
+    args.out.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
