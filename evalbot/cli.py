@@ -81,7 +81,8 @@ def example_repo(
     console = Console()
     console.print(f"[green]wrote[/] {escape(str(path))}: a kernels repository overriding slot {SLOT}", highlight=False)
     for commit in history():
-        console.print(f"  {commit.branch:<7} {shas[commit.branch][:12]}  {escape(commit.subject)}", highlight=False)
+        console.print(f"  {commit.branch:<7} {shas[commit.branch][:12]}  {escape(commit.subject)}", highlight=False,
+                      soft_wrap=True)
     console.print(f"next: cd {escape(str(path))} && evalbot build faster --backend local   (see its README.md)",
                   highlight=False)
 

@@ -133,7 +133,9 @@ def write_example_repo(path: Path) -> dict[str, str]:
     """Create the repository at ``path`` (missing or an empty directory); return branch -> commit SHA.
     The working tree is left at ``main``."""
     path = Path(path)
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+    if path.exists() and not path.is_dir():
+        raise EvalbotError(f"{path}: exists and is not a directory; give a missing or empty directory")
+    if path.is_dir() and any(path.iterdir()):
         raise EvalbotError(f"{path}: not empty; example-repo writes a new repository into a missing or empty directory")
     if shutil.which("git") is None:
         raise EvalbotError("example-repo needs git, and git is not on PATH")
