@@ -21,9 +21,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from evalbot.errors import EvalbotError
 from reference_runtime.runtime.abi import HEADER_NAME, cuda_dir
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from evalbot.config import Config
+    from reference_runtime.runtime.kernels import SlotKernel
 
 SLOT = "gemv_q4_k"
 SOURCE = f"src/{SLOT}.cu"
@@ -159,6 +166,27 @@ def write_example_repo(path: Path) -> dict[str, str]:
         shas[commit.branch] = git.run("rev-parse", "HEAD").strip()
     git.run("checkout", "--quiet", "main")
     return shas
+
+
+def branch_kernels(repo: Path, branches: Iterable[str], arch: str, config: Config, work: Path
+                   ) -> dict[str, SlotKernel]:
+    """Each branch of the example repository at ``repo`` fetched, exported and built the way a
+    validator builds a PR commit (``config``'s backend and cache), as the runtime's kernel for
+    :data:`SLOT`. Exports go under ``work``. For the GPU test and benchmarks/example_repo_bench.py."""
+    from evalbot.build.builder import build_tree
+    from evalbot.build.slot_kernels import slot_kernels
+    from evalbot.fetch import Mirror
+    from evalbot.manifest import load_manifest
+
+    mirror = Mirror(config.cache_dir, str(repo), timeout_s=config.build.fetch_timeout_s)
+    kernels: dict[str, SlotKernel] = {}
+    for branch in branches:
+        tree = mirror.export(mirror.fetch(branch), work / branch)
+        report = build_tree(tree, config, arch)
+        if not report.ok:
+            raise EvalbotError(f"example repo: branch {branch} did not build: {report.reasons[0]}")
+        kernels[branch] = slot_kernels(load_manifest(tree), report, origin=branch)[SLOT]
+    return kernels
 
 
 class _Git:

@@ -158,3 +158,30 @@ def test_the_readme_commands(tmp_path: Path) -> None:
     broken = evalbot(tmp_path, path, "build", "broken", "--backend", "local")
     assert broken.returncode == 1, broken.stdout + broken.stderr
     assert f"REJECT slot {SLOT}: {SOURCE}(" in broken.stdout and "rows_per_blok" in broken.stdout
+
+
+def test_bench_launch_table_matches_the_basket_plans(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """benchmarks/example_repo_bench.py's per-step figures use gemv_q4_k's launches per basket model."""
+    import ast
+
+    from reference_runtime import basket
+    from reference_runtime.gguf_model import GGUFModel
+    from reference_runtime.runtime.plan import build_plan
+    from tests.runtime_support import basket_dir
+
+    bench = Path(__file__).resolve().parent.parent / "benchmarks" / "example_repo_bench.py"
+    (table,) = [node.value for node in ast.parse(bench.read_text()).body
+                if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", "") == "BASKET_LAUNCHES"]
+    models = basket_dir(tmp_path_factory)
+    plans: dict[str, dict[tuple[int, int], int]] = {}
+    for key in basket.SPECS:
+        with GGUFModel.open(basket.model_path(models, key)) as model:
+            plan = build_plan(model, n_ctx=64)
+        assert SLOT in plan.slots_used()  # the example's slot serves both basket models
+        counts: dict[tuple[int, int], int] = {}
+        for op in plan.ops:
+            if op.name == SLOT:
+                shape = (op.env["n_rows"], op.env["n_cols"])
+                counts[shape] = counts.get(shape, 0) + 1
+        plans[key] = counts
+    assert ast.literal_eval(table) == plans
