@@ -121,7 +121,7 @@ class Timer:
 
 def speed(kernels: dict[str, SlotKernel], shapes: list[tuple[int, int]], reps: int, rounds: int, cold: bool,
           n_sm: int) -> dict[tuple[int, int], dict[str, float]]:
-    l2 = int(cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["l2CacheSize"])
+    l2 = int(cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id).get("l2CacheSize", 64 * 2**20))
     stream = cupy.cuda.Stream(non_blocking=True)
     out: dict[tuple[int, int], dict[str, float]] = {}
     print(f"  {'n_rows':>6} {'n_cols':>6} " + " ".join(f"{n + ' us':>11}" for n in kernels)
