@@ -127,4 +127,81 @@ def eval_command(
 
 def register(app: typer.Typer) -> None:
     app.command("eval")(eval_command)
+    app.command("calibrate")(calibrate_command)
 
+
+
+def calibrate_command(
+    runs: Annotated[int, typer.Option(help="teacher-forced runs of the baseline per model")] = 2,
+    margin: Annotated[float, typer.Option(help="limits sit this many times beyond the noise")] = 4.0,
+    kernel_margin: Annotated[float, typer.Option(help="the same for the per-slot kernel tolerances")] = 10.0,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the measurements and proposals here")] = None,
+    config: ConfigOpt = None,
+    policy: PolicyOpt = None,
+) -> None:
+    """Measure the noise floor of correct implementations (the baseline runtime against the fp64
+    reference; the baseline kernels against the fp64 slot math) and propose gate limits."""
+    import json
+    from dataclasses import asdict
+
+    from rich.table import Table
+
+    from evalbot.evaluator import NO_GPU, basket_models, device_arch, gpu_available, holdout_seed
+    from evalbot.policy import gate_limits, load_policy, sampling_rule
+    from harness.calibrate import noise_floor, propose_kernel_tolerances, propose_limits
+    from harness.kernel_gates import EXACT, basket_envs, family, run_kernel_gates
+
+    cfg = load_config(config)
+    pol = load_policy(policy)
+    if not gpu_available():
+        raise EvalbotError(NO_GPU)
+    from harness.session import SessionSpec, run_session
+    from reference_runtime.runtime.kernels import baseline_kernels
+    from reference_runtime.runtime.worker import run_contained
+
+    models = basket_models(cfg)
+    observed = []
+    with _phases() as say:
+        for i in range(runs):
+            for key, path in models.items():
+                say(f"run {i + 1}/{runs}: {key} teacher-forced against the fp64 reference")
+                spec = SessionSpec({key: path}, {}, {}, cfg.cache_dir / "reference", gate_limits(pol),
+                                   sampling_rule(pol), pol.contexts, benchmark=False)
+                result = run_contained(run_session, spec, timeout_s=1800.0)
+                observed.extend((key, m.divergence) for m in result.models)
+        say("baseline kernels against the fp64 slot math")
+        kernels = baseline_kernels(device_arch())
+        gates = run_kernel_gates(kernels, basket_envs(models, set(kernels)), holdout_seed(cfg),
+                                 pol.kernel_tolerances, pol.kernel_fuzz_cases, timeout_s=1800.0)
+    floor = noise_floor([d for _, d in observed])
+    proposed = propose_limits(floor, margin)
+    slots = [(g.name.removeprefix("kernel:"), g.value) for g in gates]
+    errors = [(slot, value) for slot, value in slots if family(slot) != EXACT]
+    tolerances = propose_kernel_tolerances(errors, {slot: family(slot) for slot, _ in errors}, kernel_margin)
+
+    table = Table(title=f"end-to-end noise floor over {floor.n_observations} baseline runs (margin x{margin:g})")
+    for col in ("gate", "worst observed", "proposed limit", "policy now"):
+        table.add_column(col, justify="right")
+    current = gate_limits(pol)
+    for name in ("top1_min", "kl_mean_max", "kl_p99_max", "kl_max_max", "ppl_ratio_max"):
+        table.add_row(name, f"{getattr(floor, name):.4g}", f"{getattr(proposed, name):.4g}",
+                      f"{getattr(current, name):.4g}")
+    console.print(table)
+    ktable = Table(title=f"kernel gates: worst baseline error per family (margin x{kernel_margin:g})")
+    for col in ("family", "proposed", "policy now"):
+        ktable.add_column(col, justify="right")
+    for fam, value in tolerances.items():
+        ktable.add_row(fam, f"{value:.3g}", f"{pol.kernel_tolerances.get(fam, float('nan')):.3g}")
+    console.print(ktable)
+    failed = [g for g in gates if not g.passed]
+    if failed:
+        console.print(f"[bold red]{len(failed)} baseline kernel(s) fail the current policy:[/] "
+                      + ", ".join(g.name for g in failed))
+    console.print("[gates]\n" + "\n".join(f"{k} = {getattr(proposed, k):.3g}" for k in
+                                           ("top1_min", "kl_mean_max", "kl_p99_max", "kl_max_max", "ppl_ratio_max")))
+    if json_out:
+        json_out.write_text(json.dumps({
+            "observations": [{"model": k, **d.as_dict()} for k, d in observed], "floor": asdict(floor),
+            "margin": margin, "proposed": asdict(proposed), "kernel_gates": [asdict(g) for g in gates],
+            "kernel_margin": kernel_margin, "proposed_kernel_tolerances": tolerances,
+            "policy_sha256": pol.sha256}, indent=1))
