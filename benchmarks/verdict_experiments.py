@@ -23,12 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import cupy
+import numpy as np
 
 from evalbot.policy import label, load_policy, sampling_rule
 from harness.benchmark import interleaved
 from harness.measurements import Measurements, SpeedCell
 from harness.session import SLACK, gpu_identity, measure_peak_bandwidth
-from harness.stats import SamplingRule
+from harness.stats import SamplingRule, block_medians
 from reference_runtime import basket
 from reference_runtime.gguf_model import GGUFModel
 from reference_runtime.runtime.compile import DEFAULT_FLAGS, compile_cubin
@@ -81,6 +82,7 @@ class Bench:
         self.weights = {k: DeviceModel(m) for k, m in self.opened.items()}
         self.n_ctx = max(POLICY.contexts) + SLACK
         self.frontier = {k: DecodeRuntime(w, self.n_ctx) for k, w in self.weights.items()}
+        self.block_speedups: dict[tuple[str, int], list[float]] = {}
 
     def run(self, overrides: dict[str, dict[str, SlotKernel]], rule: SamplingRule, seed: int) -> list[SpeedCell]:
         """Every model at every context; ``overrides`` per model key."""
@@ -90,6 +92,8 @@ class Bench:
             frontier = self.frontier[key]
             for ctx in POLICY.contexts:
                 r = interleaved(frontier, candidate, ctx, rule, seed=seed + ctx)
+                x = np.log(np.array(r.frontier_s) / np.array(r.candidate_s))
+                self.block_speedups[(key, ctx)] = np.exp(block_medians(x, np.array(r.blocks))).round(4).tolist()
                 roof = step_traffic(frontier.plan, ctx + r.steps_per_trial // 2).total / self.peak
                 cells.append(SpeedCell(key, ctx, r.comparison, statistics.median(r.frontier_s),
                                        statistics.median(r.candidate_s), roof))
@@ -100,10 +104,11 @@ class Bench:
         return sum(1 for op in self.frontier[key].plan.ops if op.name == "rmsnorm")
 
 
-def summary(cells: list[SpeedCell]) -> list[dict[str, Any]]:
+def summary(cells: list[SpeedCell], blocks: dict[tuple[str, int], list[float]] | None = None) -> list[dict[str, Any]]:
     return [{"model": c.model, "context": c.context, "speedup": c.comparison.speedup, "ci": [c.comparison.ci_low,
              c.comparison.ci_high], "p": c.comparison.p_value, "mde": c.comparison.mde, "pairs": c.comparison.n_pairs,
-             "t_frontier_us": c.t_frontier_s * 1e6, "roofline_us": c.t_roofline_s * 1e6} for c in cells]
+             "t_frontier_us": c.t_frontier_s * 1e6, "roofline_us": c.t_roofline_s * 1e6,
+             "block_speedups": (blocks or {}).get((c.model, c.context))} for c in cells]
 
 
 def main() -> None:
@@ -135,9 +140,13 @@ def main() -> None:
     for i in range(args.aa_runs):
         cells = bench.run({}, rule, seed=i)
         decision = label(Measurements(True, cells=tuple(cells)), POLICY)
-        aa.append({"label": decision.label, "score": decision.score, "cells": summary(cells)})
+        aa.append({"label": decision.label, "score": decision.score, "cells": summary(cells, bench.block_speedups)})
         print(f"A/A {i + 1}/{args.aa_runs}: {decision.label}  speedups "
-              + " ".join(f"{c.comparison.speedup:.4f}" for c in cells), flush=True)
+              + " ".join(f"{c.comparison.speedup:.4f} [{c.comparison.ci_low:.4f},{c.comparison.ci_high:.4f}]"
+                         for c in cells), flush=True)
+        wide = {f"{k}@{x}": v for (k, x), v in bench.block_speedups.items() if max(v) - min(v) > 0.005}
+        if wide:
+            print(f"    blocks that disagree by > 0.5 %: {wide}", flush=True)
     speedups = [c["speedup"] for run in aa for c in run["cells"]]
     out["aa"] = {"runs": aa, "budget_s_per_cell": args.aa_budget, "labels": [r["label"] for r in aa],
                  "speedup_min": min(speedups), "speedup_max": max(speedups),

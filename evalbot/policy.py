@@ -49,6 +49,7 @@ class Policy:
     budget_s: float  # benchmark time per (model, context)
     target_halfwidth: float  # stop sampling once the interval's relative half-width is below this
     min_pairs: int
+    block_pairs: int  # pairs per block; the graphs are captured afresh for every block
     reference_efficiency: float
     thresholds: dict[str, float]  # label -> minimum headroom closed
     kernel_tolerances: dict[str, float]  # slot family (harness.kernel_gates.TOLERANCE_FAMILIES) -> limit
@@ -119,6 +120,7 @@ def parse_policy(data: bytes, source: str) -> Policy:
         budget_s=_number(doc, "speed", "budget_s", source, 0.1, 3600.0),
         target_halfwidth=_number(doc, "speed", "target_halfwidth", source, 1e-5, 0.5),
         min_pairs=int(_number(doc, "speed", "min_pairs", source, 5, 100000)),
+        block_pairs=int(_number(doc, "speed", "block_pairs", source, 2, 10000)),
         reference_efficiency=_number(doc, "labels", "reference_efficiency", source, 0.0, 0.99),
         thresholds={name: _number(doc, "labels", name, source, 0.0, 1.0) for name in LABELS},
         kernel_tolerances=_kernel_tolerances(doc, source),
@@ -146,7 +148,7 @@ def gate_limits(policy: Policy) -> GateLimits:
 
 def sampling_rule(policy: Policy) -> SamplingRule:
     return SamplingRule(target_halfwidth=policy.target_halfwidth, confidence=policy.confidence,
-                        min_pairs=policy.min_pairs, budget_s=policy.budget_s)
+                        min_pairs=policy.min_pairs, budget_s=policy.budget_s, block_pairs=policy.block_pairs)
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ class ContextRun:
     steps_per_trial: int
     frontier_s: tuple[float, ...]  # per-step seconds of each trial
     candidate_s: tuple[float, ...]
+    blocks: tuple[int, ...]  # the block of each pair (graphs re-captured between blocks)
     comparison: PairedComparison
     spot_check: Divergence  # frontier (as reference) vs candidate over the last trial's steps
     kv_intact: bool  # the KV rows below `context` are as filled before the trials
@@ -86,7 +87,7 @@ def steps_for(step_s: float, target_trial_s: float = 0.004, cap: int = 256) -> i
 
 
 def interleaved(frontier: DecodeRuntime, candidate: DecodeRuntime, context: int, rule: SamplingRule,
-                seed: int = 0, warmup_trials: int = 5) -> ContextRun:
+                seed: int = 0, warmup_trials: int = 2) -> ContextRun:
     """Paired, alternating trials at one context length until ``rule`` says stop."""
     started = time.monotonic()
     probe_steps = 16
@@ -99,27 +100,37 @@ def interleaved(frontier: DecodeRuntime, candidate: DecodeRuntime, context: int,
     for rt in (frontier, candidate):
         prepare(rt, context, steps, seed, fill=rt is frontier or not shared)
     history = {name: view[:, :context].copy() for name, view in frontier.kv_views().items()}
-    for _ in range(warmup_trials):
-        _trial(frontier, context, steps, events[0], events[1])
-        _trial(candidate, context, steps, events[2], events[3])
     f_times: list[float] = []
     c_times: list[float] = []
+    block_ids: list[int] = []
+    block = 0
     while True:
-        if len(f_times) % 2 == 0:
-            f = _trial(frontier, context, steps, events[0], events[1])
-            c = _trial(candidate, context, steps, events[2], events[3])
-        else:
-            c = _trial(candidate, context, steps, events[2], events[3])
-            f = _trial(frontier, context, steps, events[0], events[1])
-        f_times.append(f)
-        c_times.append(c)
-        if rule.done(np.array(f_times), np.array(c_times), time.monotonic() - started):
+        # A fresh capture of both graphs per block: on an H200 one runtime's graph ran up to 2.6 %
+        # apart from an identical one at a single (model, context), steadily; re-capturing turns
+        # that into between-block spread, which the block bootstrap puts into the interval.
+        for rt in (frontier, candidate) if block % 2 == 0 else (candidate, frontier):
+            rt.capture()
+        for _ in range(warmup_trials):
+            _trial(frontier, context, steps, events[0], events[1])
+            _trial(candidate, context, steps, events[2], events[3])
+        for i in range(rule.block_pairs):
+            if i % 2 == 0:
+                f = _trial(frontier, context, steps, events[0], events[1])
+                c = _trial(candidate, context, steps, events[2], events[3])
+            else:
+                c = _trial(candidate, context, steps, events[2], events[3])
+                f = _trial(frontier, context, steps, events[0], events[1])
+            f_times.append(f)
+            c_times.append(c)
+            block_ids.append(block)
+        block += 1
+        if rule.done(np.array(f_times), np.array(c_times), time.monotonic() - started, np.array(block_ids)):
             break
     intact = all(bool(cupy.array_equal(view[:, :context], history[name]))
                  for rt in (frontier, candidate) for name, view in rt.kv_views().items())
     del history
-    comparison = compare_paired(np.array(f_times), np.array(c_times), rule.confidence)
+    comparison = compare_paired(np.array(f_times), np.array(c_times), rule.confidence, blocks=np.array(block_ids))
     spot = compare(normalize(_trial_logits(frontier, context, steps)),
                    normalize(_trial_logits(candidate, context, steps)))
-    return ContextRun(context, steps, tuple(f_times), tuple(c_times), comparison, spot, intact,
+    return ContextRun(context, steps, tuple(f_times), tuple(c_times), tuple(block_ids), comparison, spot, intact,
                       time.monotonic() - started)

@@ -61,14 +61,41 @@ def median_halfwidth_estimate(x: np.ndarray, confidence: float) -> float:
     return z * 1.2533 * sigma / math.sqrt(len(x))
 
 
+def block_medians(x: np.ndarray, blocks: np.ndarray) -> np.ndarray:
+    return np.array([np.median(x[blocks == b]) for b in np.unique(blocks)])
+
+
+def _block_bootstrap(x: np.ndarray, blocks: np.ndarray, confidence: float, n_resamples: int,
+                     rng: np.random.Generator) -> tuple[float, float]:
+    """Percentile interval of the median under a two-stage bootstrap: resample the blocks, then the
+    pairs within each chosen block, so a difference between blocks widens the interval."""
+    groups = [x[blocks == b] for b in np.unique(blocks)]
+    medians = np.empty(n_resamples)
+    for r in range(n_resamples):
+        chosen = rng.integers(0, len(groups), len(groups))
+        medians[r] = np.median(np.concatenate([groups[i][rng.integers(0, len(groups[i]), len(groups[i]))]
+                                               for i in chosen]))
+    tail = (1 - confidence) / 2
+    return float(np.quantile(medians, tail)), float(np.quantile(medians, 1 - tail))
+
+
 def compare_paired(frontier_s: np.ndarray, candidate_s: np.ndarray, confidence: float = 0.95,
-                   n_resamples: int = 4000, seed: int = 0) -> PairedComparison:
+                   n_resamples: int = 4000, seed: int = 0, blocks: np.ndarray | None = None) -> PairedComparison:
+    """``blocks[i]`` names the block of pair i (pairs taken between two re-captures of the graphs):
+    with blocks, the interval also covers how much the blocks disagree."""
     x = log_ratios(frontier_s, candidate_s)
     if len(x) < 5:
         raise ValueError(f"need at least 5 paired trials, got {len(x)}")
-    boot = stats.bootstrap((x,), np.median, confidence_level=confidence, n_resamples=n_resamples,
-                           method="percentile", rng=np.random.default_rng(seed))
-    lo, hi = float(boot.confidence_interval.low), float(boot.confidence_interval.high)
+    rng = np.random.default_rng(seed)
+    if blocks is not None and len(np.unique(blocks)) > 1:
+        blocks = np.asarray(blocks)
+        if blocks.shape != x.shape:
+            raise ValueError(f"blocks {blocks.shape} do not match the pairs {x.shape}")
+        lo, hi = _block_bootstrap(x, blocks, confidence, n_resamples, rng)
+    else:
+        boot = stats.bootstrap((x,), np.median, confidence_level=confidence, n_resamples=n_resamples,
+                               method="percentile", rng=rng)
+        lo, hi = float(boot.confidence_interval.low), float(boot.confidence_interval.high)
     if np.all(x == 0):
         p_value = 1.0
     else:
@@ -96,12 +123,19 @@ class SamplingRule:
     min_pairs: int = 20
     max_pairs: int = 5000
     budget_s: float = 60.0
+    block_pairs: int = 10  # pairs between two re-captures of the graphs
 
-    def done(self, frontier_s: np.ndarray, candidate_s: np.ndarray, elapsed_s: float) -> bool:
+    def done(self, frontier_s: np.ndarray, candidate_s: np.ndarray, elapsed_s: float,
+             blocks: np.ndarray | None = None) -> bool:
         n = len(frontier_s)
         if n < self.min_pairs:
             return elapsed_s >= self.budget_s
         if n >= self.max_pairs or elapsed_s >= self.budget_s:
             return True
-        halfwidth = median_halfwidth_estimate(log_ratios(frontier_s, candidate_s), self.confidence)
+        x = log_ratios(frontier_s, candidate_s)
+        halfwidth = median_halfwidth_estimate(x, self.confidence)
+        if blocks is not None and len(np.unique(blocks)) > 1:
+            per_block = block_medians(x, np.asarray(blocks))
+            z = float(stats.norm.ppf(0.5 + self.confidence / 2))
+            halfwidth = max(halfwidth, z * float(np.std(per_block, ddof=1)) / math.sqrt(len(per_block)))
         return math.expm1(halfwidth) <= self.target_halfwidth

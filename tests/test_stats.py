@@ -74,3 +74,29 @@ def test_bad_input():
         log_ratios(np.array([1.0, 0.0]), np.ones(2))
     with pytest.raises(ValueError, match="at least 5"):
         compare_paired(np.ones(3), np.ones(3))
+
+
+def test_an_interval_over_blocks_that_disagree_covers_them_all():
+    rng = np.random.default_rng(5)
+    frontier = 1e-3 * (1 + rng.normal(0, 0.001, 80))
+    candidate = frontier * (1 + rng.normal(0, 0.001, 80))
+    blocks = np.repeat(np.arange(8), 10)
+    biased = candidate * np.where(blocks % 2 == 0, 1.02, 1.0)  # every other block 2 % slower
+    blocked = compare_paired(frontier, biased, blocks=blocks)
+    assert blocked.ci_low < 1 / 1.02 + 0.002 and blocked.ci_high > 0.998
+    # consistent blocks: about the same interval as without blocks
+    same = compare_paired(frontier, candidate, blocks=blocks)
+    alone = compare_paired(frontier, candidate)
+    assert (same.ci_high - same.ci_low) < 2 * (alone.ci_high - alone.ci_low)
+    with pytest.raises(ValueError):
+        compare_paired(frontier, candidate, blocks=blocks[:10])
+
+
+def test_stopping_rule_waits_for_blocks_to_agree():
+    rng = np.random.default_rng(6)
+    frontier = 1e-3 * (1 + rng.normal(0, 0.0005, 60))
+    candidate = frontier * (1 + rng.normal(0, 0.0005, 60))
+    blocks = np.repeat(np.arange(6), 10)
+    rule = SamplingRule(target_halfwidth=0.002, min_pairs=40, budget_s=60)
+    assert rule.done(frontier, candidate, 1.0, blocks)
+    assert not rule.done(frontier, candidate * np.where(blocks % 2 == 0, 1.02, 1.0), 1.0, blocks)
