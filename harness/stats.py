@@ -87,11 +87,10 @@ def compare_paired(frontier_s: np.ndarray, candidate_s: np.ndarray, confidence: 
     if len(x) < 5:
         raise ValueError(f"need at least 5 paired trials, got {len(x)}")
     rng = np.random.default_rng(seed)
+    if blocks is not None and np.shape(blocks) != x.shape:
+        raise ValueError(f"blocks {np.shape(blocks)} do not match the pairs {x.shape}")
     if blocks is not None and len(np.unique(blocks)) > 1:
-        blocks = np.asarray(blocks)
-        if blocks.shape != x.shape:
-            raise ValueError(f"blocks {blocks.shape} do not match the pairs {x.shape}")
-        lo, hi = _block_bootstrap(x, blocks, confidence, n_resamples, rng)
+        lo, hi = _block_bootstrap(x, np.asarray(blocks), confidence, n_resamples, rng)
     else:
         boot = stats.bootstrap((x,), np.median, confidence_level=confidence, n_resamples=n_resamples,
                                method="percentile", rng=rng)
