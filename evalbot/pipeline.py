@@ -18,8 +18,8 @@ from evalbot.config import Config
 from evalbot.errors import EvalbotError
 
 LABELS = ("XL", "L", "M", "S", "XS", "none", "REJECT")
-# The eval harness provides ``create(config) -> Evaluator`` here; ``evalbot watch --evaluator`` overrides.
-DEFAULT_EVALUATOR = "harness.evaluator:create"
+# evalbot.evaluator builds, gates and benchmarks each job; ``evalbot watch --evaluator`` overrides.
+DEFAULT_EVALUATOR = "evalbot.evaluator:create"
 
 
 @dataclass(frozen=True)
