@@ -177,3 +177,29 @@ def test_eval_of_a_missing_commit_is_a_one_line_error(tmp_path: Path):
     done = subprocess.run([sys.executable, "-m", "evalbot", "eval", "nope", "--repo", str(repo)],
                           capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 2 and "error:" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_watch_loads_the_real_evaluator_by_default():
+    from evalbot.config import Config
+    from evalbot.evaluator import WatchEvaluator
+    from evalbot.pipeline import DEFAULT_EVALUATOR, load_evaluator
+
+    assert isinstance(load_evaluator(DEFAULT_EVALUATOR, Config()), WatchEvaluator)
+
+
+def test_outcome_becomes_the_pollers_verdict():
+    from evalbot.evaluator import Outcome, to_pipeline_verdict
+    from tests.test_policy import uniform
+
+    m = uniform(0.2)
+    at = datetime(2026, 12, 1, tzinfo=UTC)
+    decision = label(m, POLICY)
+    doc = verdict.document(decision, m, POLICY, verdict.RunIdentity("GPU", "d", "13.0", at, at),
+                           verdict.Commits("o/r", "a" * 40, "b" * 40, 3), ())
+    v = to_pipeline_verdict(Outcome(decision, doc, m, None), POLICY)
+    assert v.label == decision.label != "REJECT" and v.policy_hash == POLICY.sha256 and v.gpu == "GPU"
+    assert {r.model for r in v.models} == {c.model for c in m.cells}
+    worst = {r.model: r.speedup for r in v.models}
+    for model, speedup in worst.items():
+        assert speedup == min(c.comparison.speedup for c in m.cells if c.model == model)
+    assert "**" + decision.label + "**" in v.markdown
