@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import threading
 from collections.abc import Callable, Mapping
@@ -119,6 +120,15 @@ def store_peak(config: Config, gpu: str, value: float) -> None:
     os.replace(tmp, path)
 
 
+def nvcc_release(toolchain: str) -> str:
+    """'13.0 (V13.0.88)' from the build backend's toolchain description (`nvcc --version` output)."""
+    found = re.search(r"release ([\d.]+), (V[\d.]+)", toolchain)
+    if found:
+        return f"{found.group(1)} ({found.group(2)})"
+    lines = toolchain.strip().splitlines()
+    return lines[-1] if lines else "unknown"
+
+
 @dataclass(frozen=True)
 class Outcome:
     decision: Decision
@@ -152,7 +162,7 @@ def evaluate_trees(config: Config, candidate: Path, frontier: Path | None, commi
 
     def finish(m: Measurements) -> Outcome:
         decision = label(m, policy)
-        run = verdict_doc.RunIdentity(gpu, driver, report.toolchain, started, datetime.now(UTC))
+        run = verdict_doc.RunIdentity(gpu, driver, nvcc_release(report.toolchain), started, datetime.now(UTC))
         doc = verdict_doc.document(decision, m, policy, run, commits, tuple(identities), details)
         return Outcome(decision, doc, m, report)
 

@@ -43,12 +43,12 @@ def spot_check(model: str, context: int, d: Divergence, limits: GateLimits) -> G
     """The benchmark's own steps: candidate vs frontier on identical inputs must agree as closely as a
     correct kernel agrees with the reference (mean KL under the end-to-end limit)."""
     ok = math.isfinite(d.kl_mean) and d.kl_mean <= limits.kl_mean_max
-    return GateResult("benchmark_spot_check", model, bool(ok), d.kl_mean, limits.kl_mean_max,
+    return GateResult(f"benchmark_spot_check@{context}", model, bool(ok), d.kl_mean, limits.kl_mean_max,
                       f"KL(frontier ‖ candidate) over the {d.n_positions} timed steps at context {context}; "
                       f"top-1 agreement {d.top1_agreement:.4f}")
 
 
 def kv_integrity(model: str, context: int, intact: bool) -> GateResult:
     """The KV history below the benchmarked context must be untouched by the trials."""
-    return GateResult("benchmark_kv_integrity", model, intact, 0.0 if intact else 1.0, 0.0,
+    return GateResult(f"benchmark_kv_integrity@{context}", model, intact, 0.0 if intact else 1.0, 0.0,
                       f"KV cache rows below position {context} " + ("unchanged" if intact else "were overwritten"))

@@ -9,6 +9,7 @@ identifies the run. Labels, files and GitHub are the caller's business.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -71,11 +72,23 @@ class SessionResult:
     notes: tuple[str, ...] = field(default=())
 
 
+def driver_version() -> str:
+    """The kernel driver's version (e.g. 580.159.04) when the system exposes it, with the CUDA version
+    the driver supports."""
+    v = cupy.cuda.runtime.driverGetVersion()
+    cuda = f"CUDA {v // 1000}.{v % 1000 // 10}"
+    try:
+        line = Path("/proc/driver/nvidia/version").read_text().splitlines()[0]
+    except (OSError, IndexError):
+        return cuda
+    found = re.search(r"Kernel Module(?: for [\w.]+)?\s+([\d.]+)", line)
+    return f"{found.group(1)} ({cuda})" if found else cuda
+
+
 def gpu_identity() -> tuple[str, str]:
     props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
     name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
-    v = cupy.cuda.runtime.driverGetVersion()
-    return name, f"CUDA driver {v // 1000}.{v % 1000 // 10}"
+    return name, driver_version()
 
 
 def measure_peak_bandwidth(nbytes: int = 1 << 30, reps: int = 20) -> float:

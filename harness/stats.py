@@ -29,7 +29,7 @@ class PairedComparison:
     ci_low: float  # bootstrap confidence interval of that median
     ci_high: float
     confidence: float
-    p_value: float  # two-sided Wilcoxon signed-rank test of "no difference"
+    p_value: float  # of "no difference": Wilcoxon signed-rank; with blocks, the two-stage bootstrap's
     mde: float  # relative effect this run could detect with 80 % power at this confidence
     spread: float  # median absolute deviation of the log-ratios (pair-to-pair noise)
 
@@ -66,9 +66,10 @@ def block_medians(x: np.ndarray, blocks: np.ndarray) -> np.ndarray:
 
 
 def _block_bootstrap(x: np.ndarray, blocks: np.ndarray, confidence: float, n_resamples: int,
-                     rng: np.random.Generator) -> tuple[float, float]:
+                     rng: np.random.Generator) -> tuple[float, float, float]:
     """Percentile interval of the median under a two-stage bootstrap: resample the blocks, then the
-    pairs within each chosen block, so a difference between blocks widens the interval."""
+    pairs within each chosen block, so a difference between blocks widens the interval. Also the
+    two-sided bootstrap p-value of "median 0", consistent with that interval."""
     groups = [x[blocks == b] for b in np.unique(blocks)]
     medians = np.empty(n_resamples)
     for r in range(n_resamples):
@@ -76,7 +77,8 @@ def _block_bootstrap(x: np.ndarray, blocks: np.ndarray, confidence: float, n_res
         medians[r] = np.median(np.concatenate([groups[i][rng.integers(0, len(groups[i]), len(groups[i]))]
                                                for i in chosen]))
     tail = (1 - confidence) / 2
-    return float(np.quantile(medians, tail)), float(np.quantile(medians, 1 - tail))
+    p = 2 * min(float(np.mean(medians <= 0)), float(np.mean(medians >= 0)))
+    return float(np.quantile(medians, tail)), float(np.quantile(medians, 1 - tail)), min(1.0, max(p, 1 / n_resamples))
 
 
 def compare_paired(frontier_s: np.ndarray, candidate_s: np.ndarray, confidence: float = 0.95,
@@ -89,16 +91,15 @@ def compare_paired(frontier_s: np.ndarray, candidate_s: np.ndarray, confidence: 
     rng = np.random.default_rng(seed)
     if blocks is not None and np.shape(blocks) != x.shape:
         raise ValueError(f"blocks {np.shape(blocks)} do not match the pairs {x.shape}")
+    p_value: float | None = None
     if blocks is not None and len(np.unique(blocks)) > 1:
-        lo, hi = _block_bootstrap(x, np.asarray(blocks), confidence, n_resamples, rng)
+        lo, hi, p_value = _block_bootstrap(x, np.asarray(blocks), confidence, n_resamples, rng)
     else:
         boot = stats.bootstrap((x,), np.median, confidence_level=confidence, n_resamples=n_resamples,
                                method="percentile", rng=rng)
         lo, hi = float(boot.confidence_interval.low), float(boot.confidence_interval.high)
-    if np.all(x == 0):
-        p_value = 1.0
-    else:
-        p_value = float(stats.wilcoxon(x, zero_method="zsplit").pvalue)
+    if p_value is None:
+        p_value = 1.0 if np.all(x == 0) else float(stats.wilcoxon(x, zero_method="zsplit").pvalue)
     z = float(stats.norm.ppf(0.5 + confidence / 2))
     mde_log = (hi - lo) / 2.0 * (1.0 + _Z_POWER / z)
     return PairedComparison(

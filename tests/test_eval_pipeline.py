@@ -203,3 +203,12 @@ def test_outcome_becomes_the_pollers_verdict():
     for model, speedup in worst.items():
         assert speedup == min(c.comparison.speedup for c in m.cells if c.model == model)
     assert "**" + decision.label + "**" in v.markdown
+
+
+def test_nvcc_release_is_one_short_line():
+    from evalbot.evaluator import nvcc_release
+
+    text = ("local /usr/local/cuda-13.0/bin/nvcc\nnvcc: NVIDIA (R) Cuda compiler driver\n"
+            "Cuda compilation tools, release 13.0, V13.0.88\nBuild cuda_13.0.r13.0/compiler.36424714_0\n")
+    assert nvcc_release(text) == "13.0 (V13.0.88)"
+    assert nvcc_release("some image\nnvcc 12") == "nvcc 12" and nvcc_release("") == "unknown"
