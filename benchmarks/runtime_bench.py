@@ -24,6 +24,7 @@ import cupy
 import numpy as np
 
 from harness.divergence import compare, normalize
+from harness.session import measure_peak_bandwidth
 from reference_runtime import basket, corpus
 from reference_runtime.gguf_model import GGUFModel
 from reference_runtime.reference import Forward
@@ -35,20 +36,6 @@ CONTEXTS = (128, 4096, 16384)
 NCU_CONTEXTS = (128, 16384)
 TIMED = 200
 SLACK = 512  # cache positions beyond the longest context: warm-up and timed steps
-
-
-def peak_bandwidth(nbytes: int = 1 << 30, reps: int = 20) -> float:
-    """Device-to-device copy, bytes read plus written per second."""
-    src, dst = cupy.ones(nbytes, cupy.uint8), cupy.empty(nbytes, cupy.uint8)
-    for _ in range(3):
-        dst[...] = src
-    start, stop = cupy.cuda.Event(), cupy.cuda.Event()
-    start.record()
-    for _ in range(reps):
-        cupy.cuda.runtime.memcpyAsync(dst.data.ptr, src.data.ptr, nbytes, cupy.cuda.runtime.memcpyDeviceToDevice, 0)
-    stop.record()
-    stop.synchronize()
-    return 2 * nbytes * reps / (cupy.cuda.get_elapsed_time(start, stop) * 1e-3)
 
 
 def at_context(rt: DecodeRuntime, ctx: int) -> None:
@@ -142,7 +129,7 @@ def evaluate(model: GGUFModel, peak: float) -> dict[str, Any]:
 
 def bench(args: argparse.Namespace) -> None:
     props = cupy.cuda.runtime.getDeviceProperties(0)
-    out: dict[str, Any] = {"gpu": props["name"].decode(), "peak_bytes_per_s": peak_bandwidth(), "models": {}}
+    out: dict[str, Any] = {"gpu": props["name"].decode(), "peak_bytes_per_s": measure_peak_bandwidth(), "models": {}}
     paths = [Path(args.gguf)] if args.gguf else [basket.model_path(Path(args.basket), k) for k in basket.SPECS]
     for path in paths:
         with GGUFModel.open(path) as model:

@@ -209,6 +209,9 @@ def evaluate_trees(config: Config, candidate: Path, frontier: Path | None, commi
             details["models"][run.key] = _model_details(run, peak)
         _check_cancel(cancel)
     details["peak_bytes_per_s"] = peak
+    details["roofline"] = [{"model": c.model, "context": c.context, "t_roofline_s": c.t_roofline_s,
+                            "frontier_fraction": c.t_roofline_s / c.t_frontier_s,
+                            "candidate_fraction": c.t_roofline_s / c.t_candidate_s} for c in cells]
     return finish(Measurements(build_ok=True, gates=tuple(gates), cells=tuple(cells)))
 
 
