@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from evalbot.config import load_config
+from evalbot.config import Config, load_config
 from evalbot.errors import EvalbotError
 
 console = Console()
@@ -49,6 +49,17 @@ def resolve(repo: Path, rev: str) -> str:
     return _git(repo, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
 
 
+def ledger_frontier(cfg: Config) -> str | None:
+    """The frontier commit of this basket and GPU class in the configured ledger, or None when no
+    ledger is configured or it has no frontier yet."""
+    if not cfg.ledger.url:
+        return None
+    from evalbot.ledger_recorder import open_recorder
+
+    recorder, _ = open_recorder(cfg, read_only=True)
+    return recorder.frontier(cfg.github.repo, cfg.github.base_branch)
+
+
 @contextmanager
 def _phases() -> Iterator[object]:
     """One progress line per phase (build, kernel gates, each model's gates and benchmark)."""
@@ -70,8 +81,8 @@ def eval_command(
     commit: Annotated[str, typer.Argument(help="commit, branch or tag of the kernels repo")] = "HEAD",
     repo: Annotated[Path, typer.Option(help="the kernels repo checkout")] = Path("."),
     baseline: Annotated[str | None, typer.Option(
-        help="commit to compare against (default: the merge-base with the default branch); "
-             "'runtime' for the runtime's own baseline kernels")] = None,
+        help="commit to compare against (default: the ledger's frontier when [ledger] url is configured, "
+             "else the merge-base with the default branch); 'runtime' for the runtime's own baseline kernels")] = None,
     build_only: Annotated[bool, typer.Option("--build-only", help="compile and check the manifest only")] = False,
     arch: Annotated[str | None, typer.Option(help="GPU arch (default: this GPU's; sm_90 with --build-only)")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the verdict document here")] = None,
@@ -95,8 +106,17 @@ def eval_command(
     sha = resolve(repo, commit)
     if baseline == "runtime":
         base_sha = None
+    elif baseline:
+        base_sha = resolve(repo, baseline)
+    elif (frontier := ledger_frontier(cfg)) is not None:
+        try:
+            base_sha = resolve(repo, frontier)
+        except EvalbotError:
+            raise EvalbotError(f"the ledger's frontier {frontier} is not in {repo}: fetch the base branch, "
+                               "or pass --baseline") from None
+        console.print(f"baseline: the ledger's frontier {frontier[:12]}")
     else:
-        base_sha = resolve(repo, baseline) if baseline else _git(repo, "merge-base", sha, default_branch(repo))
+        base_sha = _git(repo, "merge-base", sha, default_branch(repo))
     mirror = Mirror(cfg.cache_dir, str(repo), timeout_s=cfg.build.fetch_timeout_s)
     mirror.fetch_commit(sha, refs=(commit,))
     if base_sha:

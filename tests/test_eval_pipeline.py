@@ -212,3 +212,21 @@ def test_nvcc_release_is_one_short_line():
             "Cuda compilation tools, release 13.0, V13.0.88\nBuild cuda_13.0.r13.0/compiler.36424714_0\n")
     assert nvcc_release(text) == "13.0 (V13.0.88)"
     assert nvcc_release("some image\nnvcc 12") == "nvcc 12" and nvcc_release("") == "unknown"
+
+
+def test_eval_takes_the_ledgers_frontier_as_its_default_baseline(tmp_path: Path):
+    from evalbot.cli_eval import ledger_frontier
+    from evalbot.config import Config, LedgerConfig
+    from evalbot.ledger_recorder import basket_id
+    from ledger.api import Ledger
+    from tests.test_ledger_support import advance, new_signer
+
+    url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+    assert ledger_frontier(Config()) is None  # no [ledger] url: the merge-base is used
+    cfg = Config(ledger=LedgerConfig(url=url, gpu_class="h200"))
+    ledger = Ledger.open(url, signer=new_signer(tmp_path), create=True)
+    assert ledger_frontier(cfg) is None  # a ledger without a frontier yet
+    ledger.record_frontier_advance(replace(advance(1, None), basket=basket_id(cfg), gpu_class="h200",
+                                           commit_sha="c" * 40))
+    ledger.record_frontier_advance(replace(advance(2, None), basket="other", gpu_class="h200"))
+    assert ledger_frontier(cfg) == "c" * 40
