@@ -1,21 +1,22 @@
 """Interleaved decode benchmark: the frontier and the candidate runtime, in one process, on one GPU.
 
 A *trial* times ``steps`` consecutive graph replays of one runtime from position ``context`` with
-CUDA events on its stream. Trials come in pairs, the order alternating (FC, CF, FC, …) so a drift
-within a pair does not favour either side; the sampling rule decides when enough pairs are in.
+CUDA events. Trials come in pairs, the order alternating (FC, CF, FC, …) so a drift within a pair
+favours neither side, and pairs come in blocks, both graphs captured afresh before each block; the
+sampling rule decides when enough blocks are in.
 
 Both runtimes decode the same teacher-forced token sequence over the same (random, seeded) KV
 contents, so their logits at every timed step must agree: the last trial's logits of the two are
 compared (the spot check), and a kernel that is fast only when nobody looks is caught.
 
 The candidate should share the frontier's stream and working memory (``DecodeRuntime(...,
-share_from=frontier)``: KV cache, activations, scratch): on an H200 two runtimes with identical
-kernels but their own buffers measured 1–3 % apart, run after run (the basket's working sets sit
-near the size of L2, so placement matters), and with their own streams up to 4.5 % apart. Sharing
-makes the two launch sequences differ only in their kernels. Every step
-writes its activations before reading them, and appends its own KV row; the rows below ``context``
-must never change, which is checked after the trials, so a candidate cannot rewrite the shared
-history to make the frontier's answers match its shortcuts.
+share_from=frontier)``: KV cache, activations, scratch). On an H200, two runtimes with identical
+kernels but their own buffers measured 1–3 % apart run after run (the basket's working sets sit near
+the size of L2, so placement matters), and with their own streams up to 4.5 % apart; sharing makes
+the two launch sequences differ only in their kernels. Every step writes its activations before
+reading them and appends its own KV row; the rows below ``context`` must never change, which is
+checked after the trials, so a candidate cannot rewrite the shared history to make the frontier's
+answers match its shortcuts.
 """
 
 from __future__ import annotations
