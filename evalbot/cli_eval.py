@@ -4,6 +4,7 @@ would, and print the verdict. Exit 0: verdict XL…none; 1: REJECT; 2: the evalu
 
 from __future__ import annotations
 
+import json
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from evalbot.config import Config, load_config
@@ -84,7 +86,7 @@ def eval_command(
         help="commit to compare against (default: the ledger's frontier when [ledger] url is configured, "
              "else the merge-base with the default branch); 'runtime' for the runtime's own baseline kernels")] = None,
     build_only: Annotated[bool, typer.Option("--build-only", help="compile and check the manifest only")] = False,
-    arch: Annotated[str | None, typer.Option(help="GPU arch (default: this GPU's; sm_90 with --build-only)")] = None,
+    arch: Annotated[str | None, typer.Option(help="GPU arch for --build-only (default sm_90)")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the verdict document here")] = None,
     markdown_out: Annotated[Path | None, typer.Option("--markdown", help="write the PR comment here")] = None,
     config: ConfigOpt = None,
@@ -93,6 +95,7 @@ def eval_command(
     """Evaluate COMMIT against its baseline: build, gates, interleaved benchmark, label."""
     from evalbot import verdict as verdict_doc
     from evalbot.evaluator import NO_GPU, evaluate_trees, gpu_available
+    from evalbot.evaluator import build_only as build_only_tree
     from evalbot.fetch import Mirror
     from evalbot.policy import load_policy
 
@@ -127,20 +130,26 @@ def eval_command(
     scratch.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=scratch) as tmp:
         cand = mirror.export(sha, Path(tmp) / "candidate")
+        if build_only:
+            with _phases() as say:
+                report = build_only_tree(cfg, cand, arch or "sm_90", say)  # type: ignore[arg-type]
+            if json_out:
+                json_out.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+            if report.ok:
+                console.print(f"[bold green]build OK[/] ({len(report.slots)} slots); nothing was gated or measured")
+                raise typer.Exit(0)
+            for reason in report.reasons:
+                console.print(f"[bold red]REJECT[/] {escape(reason)}", soft_wrap=True)
+            raise typer.Exit(1)
         front = mirror.export(base_sha, Path(tmp) / "frontier") if base_sha else None
         commits = verdict_doc.Commits(str(repo), sha, base_sha, None)
         with _phases() as say:
-            outcome = evaluate_trees(cfg, cand, front, commits, policy=pol, build_only=build_only,
-                                     arch=arch or ("sm_90" if build_only else None), progress=say)  # type: ignore[arg-type]
+            outcome = evaluate_trees(cfg, cand, front, commits, policy=pol, progress=say)  # type: ignore[arg-type]
     doc = outcome.document
     if json_out:
         json_out.write_text(verdict_doc.to_json(doc))
     if markdown_out:
         markdown_out.write_text(verdict_doc.markdown(doc))
-    if build_only:
-        ok = outcome.measurements.build_ok
-        console.print("[bold green]build OK[/]" if ok else f"[bold red]REJECT[/] {doc['reasons'][0]}")
-        raise typer.Exit(0 if ok else 1)
     verdict_doc.print_report(doc, console)
     raise typer.Exit(1 if doc["label"] == "REJECT" else 0)
 
@@ -161,7 +170,6 @@ def calibrate_command(
 ) -> None:
     """Measure the noise floor of correct implementations (the baseline runtime against the fp64
     reference; the baseline kernels against the fp64 slot math) and propose gate limits."""
-    import json
     from dataclasses import asdict
 
     from rich.table import Table

@@ -141,22 +141,27 @@ def _build(tree: Path, config: Config, arch: str, say: Progress) -> BuildReport:
     return build_tree(tree, config, arch, progress=say)
 
 
+def build_only(config: Config, candidate: Path, arch: str, progress: Progress | None = None) -> BuildReport:
+    """`evalbot eval --build-only`: the candidate's build and manifest checks, no GPU needed."""
+    return _build(candidate, config, arch, progress or (lambda _msg: None))
+
+
 def evaluate_trees(config: Config, candidate: Path, frontier: Path | None, commits: verdict_doc.Commits, *,
-                   policy: Policy | None = None, build_only: bool = False, arch: str | None = None,
-                   progress: Progress | None = None, cancel: threading.Event | None = None) -> Outcome:
+                   policy: Policy | None = None, progress: Progress | None = None,
+                   cancel: threading.Event | None = None) -> Outcome:
     """Evaluate the kernels tree ``candidate`` against ``frontier`` (None: the runtime's baselines)."""
     say = progress or (lambda _msg: None)
     policy = policy or load_policy()
     started = datetime.now(UTC)
     cancel = cancel or threading.Event()
-    if not build_only and not gpu_available():
+    if not gpu_available():
         raise EvalbotError(NO_GPU)
-    arch = arch or device_arch()
+    arch = device_arch()
 
     say(f"build candidate ({arch})")
     report = _build(candidate, config, arch, say)
-    gpu, driver = ("none", "none") if build_only else _gpu_identity()
-    models = {} if build_only else basket_models(config)
+    gpu, driver = _gpu_identity()
+    models = basket_models(config)
     identities: list[verdict_doc.ModelIdentity] = []
     details: dict[str, Any] = {"build": report.to_dict()}
 
@@ -168,10 +173,6 @@ def evaluate_trees(config: Config, candidate: Path, frontier: Path | None, commi
 
     if not report.ok:
         return finish(Measurements(build_ok=False, build_reason="; ".join(report.reasons)))
-    if build_only:
-        details["build_only"] = True
-        return finish(Measurements(build_ok=True, gates=(GateResult("build_only", "-", False, 0.0, 0.0,
-                                                                     "built only: nothing was gated or measured"),)))
     cand_kernels = slot_kernels(load_manifest(candidate), report, "candidate")
     front_kernels: Mapping[str, Any] = {}
     if frontier is not None:

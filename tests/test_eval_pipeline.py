@@ -230,3 +230,21 @@ def test_eval_takes_the_ledgers_frontier_as_its_default_baseline(tmp_path: Path)
                                            commit_sha="c" * 40))
     ledger.record_frontier_advance(replace(advance(2, None), basket="other", gpu_class="h200"))
     assert ledger_frontier(cfg) == "c" * 40
+
+
+def test_eval_build_only_on_the_example_repo(tmp_path: Path):
+    from tests.build_support import require_nvcc
+
+    require_nvcc()
+    repo = tmp_path / "kernels"
+    env = {"EVALBOT_PATHS__CACHE_DIR": str(tmp_path / "cache"), "EVALBOT_BUILD__BACKEND": "local",
+           "PATH": "/usr/local/cuda/bin:/usr/bin:/bin:/usr/local/bin", "HOME": str(tmp_path)}
+    subprocess.run([sys.executable, "-m", "evalbot", "example-repo", str(repo)], check=True, env=env,
+                   capture_output=True)
+    ok = subprocess.run([sys.executable, "-m", "evalbot", "eval", "faster", "--repo", str(repo), "--build-only",
+                         "--json", str(tmp_path / "ok.json")], capture_output=True, text=True, env=env, timeout=300)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "build OK" in ok.stdout and json.loads((tmp_path / "ok.json").read_text())["label"] == "OK"
+    bad = subprocess.run([sys.executable, "-m", "evalbot", "eval", "broken", "--repo", str(repo), "--build-only"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert bad.returncode == 1 and "rows_per_blok" in bad.stdout and "slot gemv_q4_k" in bad.stdout
