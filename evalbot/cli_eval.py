@@ -48,7 +48,10 @@ def default_branch(repo: Path) -> str:
 def resolve(repo: Path, rev: str) -> str:
     if rev.startswith("-"):
         raise EvalbotError(f"{rev!r} looks like an option, not a commit")
-    return _git(repo, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
+    try:
+        return _git(repo, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
+    except EvalbotError:
+        raise EvalbotError(f"{rev!r} is not a commit, branch or tag of {repo}") from None
 
 
 def ledger_frontier(cfg: Config) -> str | None:

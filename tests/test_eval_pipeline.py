@@ -174,9 +174,10 @@ def test_eval_of_a_missing_commit_is_a_one_line_error(tmp_path: Path):
     repo = tmp_path / "k"
     subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
     env = {"EVALBOT_PATHS__CACHE_DIR": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin:/usr/local/bin"}
-    done = subprocess.run([sys.executable, "-m", "evalbot", "eval", "nope", "--repo", str(repo)],
+    done = subprocess.run([sys.executable, "-m", "evalbot", "eval", "nope", "--repo", str(repo), "--build-only"],
                           capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 2 and "error:" in done.stderr and "Traceback" not in done.stderr
+    assert "'nope' is not a commit" in done.stderr
 
 
 def test_watch_loads_the_real_evaluator_by_default():
