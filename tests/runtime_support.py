@@ -6,12 +6,9 @@ import importlib.util
 import os
 from pathlib import Path
 
-import gguf
 import pytest
 
 from reference_runtime import basket
-
-QT = gguf.GGMLQuantizationType
 
 
 def basket_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
