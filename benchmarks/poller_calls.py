@@ -3,11 +3,14 @@
     python benchmarks/poller_calls.py [--prs 1 10 100 250 1000] [--idle-polls 3]
 
 For each N: a repository with N open PRs; one pass evaluates and publishes every head (an instant
-evaluator: only the GitHub traffic matters here); then idle polls (nothing changed on GitHub) and
-one poll after a single force-push. Every request the stand-in serves is counted, split into 200s
-(which count against GitHub's rate limit) and 304s (conditional requests answered "not modified",
-which do not). For comparison the same idle poll is repeated with the ETag cache emptied first,
-i.e. what the poll would cost without conditional requests.
+evaluator: only the GitHub traffic matters here); then idle polls (nothing changed on GitHub), one
+poll after a single force-push, one after force-pushing that PR back to its evaluated commit (its
+stored verdict is published again, nothing is evaluated), and one after a push to that PR whose evaluation
+fails (``max_attempts`` tries, then the failure is recorded and published). Every request the
+stand-in serves is counted, split into 200s (which count against GitHub's rate limit) and 304s
+(conditional requests answered "not modified", which do not). For comparison the same idle poll is
+repeated with the ETag cache emptied first, i.e. what the poll would cost without conditional
+requests.
 """
 
 from __future__ import annotations
@@ -34,7 +37,12 @@ from ledger.queue import JobQueue
 
 
 class InstantEvaluator:
+    def __init__(self) -> None:
+        self.broken: set[str] = set()  # commits whose evaluation raises (an infrastructure failure)
+
     def evaluate(self, job: Job, cancel: threading.Event) -> Verdict:
+        if job.sha in self.broken:
+            raise RuntimeError("the GPU fell off the bus")
         return Verdict("XS", ("instant",), "instant verdict\n", "bench GPU", "bench-policy",
                        models=(ModelResult("qwen3moe-tiny", True, 101.0, 100.0, 1.01),))
 
@@ -59,7 +67,8 @@ def measure(n: int, idle_polls: int, root: Path) -> dict[str, Counter[int]]:
         assert engine is not None
         settings = WatchSettings(g.repo, g.base_branch, g.include_drafts, g.include_forks, g.max_attempts,
                                  g.poll_interval_s)
-        watcher = Watcher(settings, client, JobQueue(engine), InstantEvaluator(), recorder,
+        evaluator = InstantEvaluator()
+        watcher = Watcher(settings, client, JobQueue(engine), evaluator, recorder,
                           Publisher(client, g.status_context))
 
         result = {"first pass (evaluate + publish all)": counted(standin, watcher.poll_once),
@@ -74,8 +83,15 @@ def measure(n: int, idle_polls: int, root: Path) -> dict[str, Counter[int]]:
             watcher.poll_once()
 
         result["idle poll without ETags"] = counted(standin, without_etags)
+        first_head = standin.head(repo, "pr0")
+        assert first_head is not None
         standin.force_push(repo, "pr0", {"kernel.cu": "// amended\n"})
         result["poll after one force-push (incl. its publish)"] = counted(standin, watcher.poll_once)
+        standin.push_existing(repo, "pr0", first_head)
+        result["poll after a force-push back (republish only)"] = counted(standin, watcher.poll_once)
+        evaluator.broken.add(standin.commit(repo, "pr0", {"kernel.cu": "// breaks the GPU\n"}))
+        result[f"poll after a push that fails {g.max_attempts}x (+ publish)"] = counted(standin, watcher.poll_once)
+        result["idle poll after those"] = counted(standin, watcher.poll_once)
         return result
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import sys
@@ -19,7 +20,7 @@ from evalbot.github.client import GithubClient
 from evalbot.github.publisher import Publisher
 from evalbot.github.token import read_token
 from evalbot.pipeline import DEFAULT_EVALUATOR, load_evaluator
-from evalbot.watch import Watcher, WatchSettings
+from evalbot.watch import Watcher, WatchSettings, secrets_of
 from evalbot.watch_lock import instance_lock
 from ledger.queue import JobQueue
 
@@ -66,7 +67,10 @@ def watch(
     cfg = load_config(config)
     settings = _settings(cfg)
     _logging(verbose)
-    client = GithubClient(cfg.github, read_token(cfg.github))
+    token = read_token(cfg.github)
+    # Never shown on a PR or written to the ledger, even inside an evaluator's error message.
+    settings = dataclasses.replace(settings, secrets=secrets_of(cfg, token))
+    client = GithubClient(cfg.github, token)
     the_evaluator = load_evaluator(evaluator, cfg)
 
     lock = None if dry_run else instance_lock(cfg.ledger_url, cfg.data_dir)

@@ -1,7 +1,9 @@
 """The poller's :class:`~evalbot.recorder.Recorder` on the public ledger.
 
 A commit has one evaluation row, whichever targets (PRs, the base branch) it was queued for; a
-verified base-branch commit additionally gets a frontier advance that points at that row.
+verified base-branch commit additionally gets a frontier advance that points at that row. An
+evaluation that could not be completed (the evaluator raised ``max_attempts`` times) is a row with
+status ``error``, no label and the sanitized last error as its reason; it never advances the frontier.
 
 The ledger's own errors (:class:`ledger.LedgerError`) cross into evalbot here, as
 :class:`~evalbot.errors.EvalbotError`: the poller reports those as one line and carries on.
@@ -24,9 +26,13 @@ from evalbot.errors import EvalbotError
 from evalbot.pipeline import Job, Verdict
 from evalbot.recorder import Recorder
 from ledger import AdvanceIn, EvaluationIn, FrontierConflictError, Ledger, LedgerError, MeasurementIn, Signer
+from ledger.records import STATUS_COMPLETE, STATUS_ERROR
 
 log = logging.getLogger("evalbot.watch")
 _BASKET_MAX = 100
+# A failed evaluation has no GPU report and applied no policy; the ledger's columns are not optional.
+FAILED_GPU = "unknown"
+FAILED_POLICY = "n/a"
 
 
 @contextmanager
@@ -59,7 +65,7 @@ def _evaluation(job: Job, verdict: Verdict, basket: str, gpu_class: str, started
         policy_hash=verdict.policy_hash,
         started_at=started_at,
         finished_at=finished_at,
-        status="complete",
+        status=STATUS_COMPLETE,
         label=verdict.label,
         verdict=dict(verdict.document),
         pr=job.pr_number,
@@ -78,6 +84,29 @@ def _evaluation(job: Job, verdict: Verdict, basket: str, gpu_class: str, started
             )
             for m in verdict.models
         ),
+    )
+
+
+def _failure(job: Job, error: str, attempts: int, basket: str, gpu_class: str, started_at: datetime,
+             finished_at: datetime) -> EvaluationIn:
+    return EvaluationIn(
+        repo=job.repo,
+        commit_sha=job.sha,
+        author=job.author,
+        gpu=FAILED_GPU,
+        gpu_class=gpu_class,
+        basket=basket,
+        evalbot_version=__version__,
+        policy_hash=FAILED_POLICY,
+        started_at=min(started_at, finished_at),
+        finished_at=finished_at,
+        status=STATUS_ERROR,
+        label=None,
+        verdict={"outcome": "failed", "attempts": attempts, "error": error},
+        pr=job.pr_number,
+        base_commit=job.base_sha,
+        frontier_commit=job.baseline_sha,
+        reasons=(f"evaluation could not be completed ({attempts} attempts): {error}",),
     )
 
 
@@ -102,7 +131,7 @@ class LedgerRecorder:
         existing = [
             e for e in self.ledger.find(job.sha)
             if e.commit_sha == job.sha and e.repo == job.repo and e.gpu_class == self.gpu_class
-            and e.policy_hash == verdict.policy_hash
+            and e.policy_hash == verdict.policy_hash and e.status == STATUS_COMPLETE
         ]
         if existing:
             seq = existing[0].seq
@@ -112,6 +141,15 @@ class LedgerRecorder:
             ).seq
         if job.kind == "base" and verdict.verified:
             self._advance(job, verdict, seq, finished_at)
+
+    def record_failure(self, job: Job, error: str, attempts: int, started_at: datetime,
+                       finished_at: datetime) -> None:
+        # ``once``: the same failure (same times, same error) recorded again after a crash is found
+        # by its content hash; a later failed round of the same commit is a row of its own.
+        with ledger_errors():
+            self.ledger.record_evaluation(
+                _failure(job, error, attempts, self.basket, self.gpu_class, started_at, finished_at), once=True
+            )
 
     def _advance(self, job: Job, verdict: Verdict, seq: int, when: datetime) -> None:
         if self.frontier(job.repo, job.base_ref) == job.sha:
@@ -158,6 +196,10 @@ class DryRunRecorder:
 
     def record(self, job: Job, verdict: Verdict, started_at: datetime, finished_at: datetime) -> None:
         log.info("dry run: would record %s for %s", verdict.label, job.describe())
+
+    def record_failure(self, job: Job, error: str, attempts: int, started_at: datetime,
+                       finished_at: datetime) -> None:
+        log.info("dry run: would record the failed evaluation of %s", job.describe())
 
 
 def open_recorder(cfg: Config, read_only: bool) -> tuple[Recorder, Engine | None]:

@@ -1,4 +1,4 @@
-"""Where the poller writes verdicts: the ledger, seen through the three things the poller needs."""
+"""Where the poller writes results: the ledger, seen through the things the poller needs."""
 
 from __future__ import annotations
 
@@ -18,5 +18,13 @@ class Recorder(Protocol):
 
         Must be idempotent: a crash after the append and before the queue notes it repeats the call,
         and that must not append a second row.
+        """
+        ...
+
+    def record_failure(self, job: Job, error: str, attempts: int, started_at: datetime,
+                       finished_at: datetime) -> None:
+        """Append an evaluation that could not be completed (``attempts`` tries, the last ``error``).
+
+        No label and never a frontier advance. Idempotent like :meth:`record` for the same arguments.
         """
         ...

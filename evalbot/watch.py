@@ -5,24 +5,34 @@ One pass (:meth:`Watcher.poll_once`) repeats until the queue is empty:
 1. **discover**: open PRs into the base branch (conditional request: free when nothing changed) and
    the base branch head; queue new heads, drop queued commits whose PR closed, turned draft or moved
    to another head;
-2. **finish** what an earlier pass or process left: record verdicts not yet in the ledger, publish
-   results not yet on GitHub (a publish failure is retried here, never by evaluating again);
+   A head that already has a result is not evaluated again: a failed one is re-queued only by the
+   first discovery of a process (a restart, after the validator fixed what failed); one whose PR
+   shows another commit's result (A1 → A2 → A1) is published again from the stored result;
+2. **finish** what an earlier pass or process left: record results (verdicts and failures) not yet
+   in the ledger, publish results not yet on GitHub (a publish failure is retried here, never by
+   evaluating again);
 3. **evaluate** the next queued commit, after re-reading its PR (closed or force-pushed since the
    listing: dropped instead).
 
 Every failure is logged as one line and leaves the queue consistent; the loop itself never dies of
-a GitHub fault, a bad body or an evaluator crash.
+a GitHub fault, a bad body or an evaluator crash. An evaluator's error reaches the PR and the ledger
+only through :func:`clean_error`: one line, bounded, with tokens and secret paths redacted.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 import threading
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from datetime import UTC
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+from evalbot.config import Config
 from evalbot.errors import EvalbotError
 from evalbot.github.client import GithubClient, GithubUnavailable
 from evalbot.github.heads import PullHead
@@ -35,6 +45,62 @@ from ledger.queue import Entry, JobQueue, State
 log = logging.getLogger("evalbot.watch")
 
 _MAX_FAILURE_BACKOFF_S = 900.0
+# What of an evaluator's error is kept (queue, ledger, PR comment, commit status): one line, this long.
+ERROR_MAX_CHARS = 300
+_REDACTED = "[redacted]"
+_SECRET_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    # GitHub tokens (classic, fine-grained, app, OAuth, refresh)
+    (re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{16,}|github_pat_[A-Za-z0-9_]{20,})"), _REDACTED),
+    # credentials in a URL: https://user:token@host/…
+    (re.compile(r"(?<=://)[^/\s@]+@"), _REDACTED + "@"),
+    # Authorization headers and key=value / key: value secrets (values that look like keys)
+    (re.compile(r"(?i)(?<![a-z])(?:bearer|token)\s+(?=[A-Za-z0-9._~+/=-]*\d)[A-Za-z0-9._~+/=-]{16,}"), _REDACTED),
+    (re.compile(r"(?i)(?<![a-z])(?:password|passwd|secret|token|api[_-]?key|private[_-]?key)\s*[=:]\s*"
+                r"[A-Za-z0-9._~+/=-]{8,}"), _REDACTED),
+    # PEM blocks, and paths of files that hold keys or tokens
+    (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*", re.S), _REDACTED),
+    (re.compile(r"(?:~|\.{0,2}/)[^\s'\"`:]*?(?:\.pem|\.key\b|id_rsa|id_ed25519|id_ecdsa|token|secret|credential"
+                r"|holdout_seed)[^\s'\"`:]*", re.I), "[secret path]"),
+)
+
+
+def clean_error(text: str, secrets: Iterable[str] = ()) -> str:
+    """An error as it may be shown in public: one line, at most ``ERROR_MAX_CHARS``, no secrets.
+
+    ``secrets`` are literal strings to remove (the token, the paths of the token file, the signing
+    key and the holdout seed, the seed itself); token-like strings, credentials in URLs and paths that
+    look like keys or tokens are redacted too.
+    """
+    for secret in sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True):
+        text = text.replace(secret, _REDACTED)
+    for pattern, replacement in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+    text = " ".join(text.split())
+    if len(text) > ERROR_MAX_CHARS:
+        text = text[: ERROR_MAX_CHARS - 1] + "…"
+    return text
+
+
+def secrets_of(cfg: Config, token: str) -> tuple[str, ...]:
+    """The literal secrets of a validator's config that must never reach a PR or the ledger."""
+    found = [token]
+    paths = [cfg.github.token_file, cfg.ledger.signing_key, str(cfg.data_dir / "holdout_seed")]
+    for raw in filter(None, paths):
+        path = Path(raw).expanduser()
+        # Relative spellings only with a separator: a bare "token" would blank out the word everywhere.
+        found += [p for p in (raw, str(path)) if "/" in p]
+        try:
+            found.append(str(path.resolve()))
+        except OSError:
+            pass
+    seed = os.environ.get(cfg.basket.holdout_seed_env, "").strip()
+    try:
+        seed = seed or (cfg.data_dir / "holdout_seed").read_text().strip()
+    except OSError:
+        pass
+    if seed:
+        found.append(seed)
+    return tuple(s for s in found if s)
 
 
 @dataclass(frozen=True)
@@ -45,6 +111,7 @@ class WatchSettings:
     include_forks: bool
     max_attempts: int
     poll_interval_s: float
+    secrets: tuple[str, ...] = ()  # redacted from evaluator errors (see :func:`secrets_of`)
 
 
 @dataclass
@@ -52,6 +119,7 @@ class PollReport:
     queued: int = 0
     dropped: int = 0
     evaluated: int = 0
+    failed: int = 0  # commits given up on after max_attempts (reported, recorded; retried after a restart)
     published: int = 0
     errors: int = 0
     retry_after_s: float | None = None
@@ -70,12 +138,23 @@ def _job_from(entry: Entry, baseline_sha: str | None) -> Job:
     return Job(**entry.job, baseline_sha=baseline_sha)
 
 
-def _outcome(entry: Entry) -> Outcome:
+def _failure_markdown(entry: Entry, error: str) -> str:
+    tries = "once" if entry.attempts == 1 else f"{entry.attempts} times"
+    return (
+        f"The evaluation of this commit could not be completed: it failed {tries} on the validator's "
+        "side (an infrastructure failure, not a verdict on the code), so it gets no label.\n\n"
+        f"Last error:\n\n    {error}\n\n"
+        "It is evaluated again when the validator restarts evalbot (after fixing the cause), or when "
+        "a new commit is pushed.\n"
+    )
+
+
+def _outcome(entry: Entry, secrets: Iterable[str] = ()) -> Outcome:
     when = entry.finished_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if entry.finished_at else ""
     if entry.verdict is None:
-        error = entry.last_error or "unknown error"
-        text = f"The evaluation could not run ({entry.attempts} attempts). Last error:\n\n    {error}\n"
-        return Outcome(entry.sha, None, error, text, when)
+        error = clean_error(entry.last_error or "unknown error", secrets)  # rows stored before cleaning
+        summary = f"evaluation could not be completed: {error}"
+        return Outcome(entry.sha, None, summary, _failure_markdown(entry, error), when)
     verdict = verdict_from_json(entry.verdict)
     return Outcome(entry.sha, verdict.label, verdict.summary(), verdict.markdown, when)
 
@@ -100,6 +179,9 @@ class Watcher:
         self.publisher = publisher
         self.stop = threading.Event()
         self.cancel = threading.Event()  # handed to the evaluator: abandon the current job
+        # Failed rows left by earlier processes: each is retried once, when discovery finds it a head.
+        self._retry_ids: set[int] | None = None
+        self._started = datetime.now(UTC)  # failures reached since then are not retried by this process
 
     def request_stop(self) -> None:
         """Stop after the current step; the running evaluation is asked to abandon."""
@@ -116,8 +198,8 @@ class Watcher:
         while True:
             report = self.poll_once()
             log.info(
-                "poll: %d queued, %d dropped, %d evaluated, %d published, %d errors",
-                report.queued, report.dropped, report.evaluated, report.published, report.errors,
+                "poll: %d queued, %d dropped, %d evaluated, %d failed, %d published, %d errors",
+                report.queued, report.dropped, report.evaluated, report.failed, report.published, report.errors,
             )
             if once or self.stop.is_set():
                 return report.ok
@@ -131,7 +213,8 @@ class Watcher:
                 return report.ok
 
     def poll_once(self) -> PollReport:
-        """Discover, then work through the queue; discover again only after something was evaluated.
+        """Discover, then work through the queue; discover again only after something was evaluated
+        (or given up on: either way time passed, and a new head may have been pushed).
 
         Discovery is not repeated between evaluations: publishing changes the PR listing (comments,
         labels), so re-listing after each one would cost O(N) requests per evaluation. A PR that
@@ -139,6 +222,8 @@ class Watcher:
         head pushed meanwhile is found by the discovery that follows the queue.
         """
         report = PollReport()
+        if self._retry_ids is None:
+            self._retry_ids = self.queue.failed_ids()
         while not self.stop.is_set():
             if not self._pause_for_rate_limit():
                 break
@@ -150,8 +235,8 @@ class Watcher:
             except EvalbotError as exc:
                 self._error(report, exc)
                 break
-            evaluated_before = report.evaluated
-            if not self._work_through_queue(report) or report.evaluated == evaluated_before:
+            ran_before = report.evaluated + report.failed
+            if not self._work_through_queue(report) or report.evaluated + report.failed == ran_before:
                 break
         return report
 
@@ -204,6 +289,18 @@ class Watcher:
         del fields["baseline_sha"]  # chosen when the evaluation starts: the frontier may move meanwhile
         return fields
 
+    def _retry_failed(self, entry: Entry, report: PollReport) -> None:
+        """A head that failed in an earlier process gets a fresh round of attempts (once per start)."""
+        if entry.state != State.FAILED or self._retry_ids is None or entry.id not in self._retry_ids:
+            return
+        if entry.recorded_at is None:
+            return  # its failure goes into the ledger first (this pass); retried at the next discovery
+        self._retry_ids.discard(entry.id)
+        self.queue.retry(entry.id)
+        report.queued += 1
+        log.info("re-queued %s @ %s: its evaluation failed before this start (%s)", entry.target, entry.sha[:12],
+                 entry.last_error or "unknown error")
+
     def _discover(self, report: PollReport) -> None:
         pulls = {p.number: p for p in self.client.open_pulls(self.s.base_branch)}
         current: dict[int, PullHead] = {}
@@ -216,6 +313,12 @@ class Watcher:
                 if created:
                     report.queued += 1
                     log.info("queued PR #%d @ %s by %s", pull.number, pull.head_sha[:12], pull.author)
+                else:
+                    self._retry_failed(entry, report)
+        heads = {f"pr/{number}": pull.head_sha for number, pull in current.items()}
+        for entry in self.queue.republish_stale(self.s.repo, heads):
+            log.info("%s is back at %s: publishing its stored result again (not evaluating it again)",
+                     entry.target.replace("pr/", "PR #"), entry.sha[:12])
         for entry in self.queue.active():
             if entry.state != State.QUEUED or not entry.target.startswith("pr/"):
                 continue
@@ -235,10 +338,12 @@ class Watcher:
         )
         fields = asdict(base_job)
         del fields["baseline_sha"]
-        _, created = self.queue.enqueue(self.s.repo, f"branch/{branch.name}", branch.sha, fields)
+        entry, created = self.queue.enqueue(self.s.repo, f"branch/{branch.name}", branch.sha, fields)
         if created:
             report.queued += 1
             log.info("queued %s @ %s by %s", branch.name, branch.sha[:12], branch.author)
+        else:
+            self._retry_failed(entry, report)
 
     def _drop(self, entry: Entry, reason: str, report: PollReport) -> None:
         self.queue.drop(entry.id, reason)
@@ -268,6 +373,13 @@ class Watcher:
                 self._drop(entry, f"superseded by {pull.head_sha[:12]} (force-push or new commit)", report)
                 return True
 
+        adopted = self.queue.adopt(entry.id, failed_since=self._started)
+        if adopted is not None:  # the same commit finished for another target meanwhile
+            log.info("%s @ %s: taking over its %s for %s instead of evaluating it again", adopted.target,
+                     adopted.sha[:12], "verdict" if adopted.state == State.DONE else "failure from this run",
+                     "another PR or the base branch")
+            return True
+
         try:
             frontier = self.recorder.frontier(self.s.repo, self.s.base_branch)
         except EvalbotError as exc:
@@ -287,17 +399,24 @@ class Watcher:
             log.warning("abandoned %s: shutting down; it will run again on the next start", job.describe())
             return False
         except Exception as exc:  # the evaluator's own failure, not a verdict: retried, bot stays up
-            entry = self.queue.fail_attempt(entry.id, _one_line(exc), self.s.max_attempts)
+            error = clean_error(_one_line(exc), self.s.secrets)
+            entry = self.queue.fail_attempt(entry.id, error, self.s.max_attempts)
             report.errors += 1
             log.error("evaluation of %s failed (attempt %d of %d): %s", job.describe(), entry.attempts,
-                      self.s.max_attempts, _one_line(exc))
+                      self.s.max_attempts, error)
+            if entry.state == State.FAILED:
+                report.failed += 1
+                log.error("giving up on %s until the next start: reporting the failure", job.describe())
             return True
         try:
             record = {**verdict_to_json(verdict), "baseline_sha": baseline}
             json.dumps(record)  # a verdict the queue cannot store is the evaluator's failure
         except (TypeError, ValueError, AttributeError) as exc:
-            self.queue.fail_attempt(entry.id, f"unusable verdict: {_one_line(exc)}", self.s.max_attempts)
-            self._error(report, f"evaluation of {job.describe()} returned an unusable verdict: {exc}")
+            error = clean_error(f"unusable verdict: {_one_line(exc)}", self.s.secrets)
+            entry = self.queue.fail_attempt(entry.id, error, self.s.max_attempts)
+            self._error(report, f"evaluation of {job.describe()} returned an {error}")
+            if entry.state == State.FAILED:
+                report.failed += 1
             return True
         self.queue.finish(entry.id, record)
         report.evaluated += 1
@@ -308,11 +427,16 @@ class Watcher:
 
     def _record_pending(self, report: PollReport) -> None:
         for entry in self.queue.unrecorded():
-            assert entry.verdict is not None and entry.finished_at is not None
-            job = _job_from(entry, entry.verdict.get("baseline_sha"))
+            assert entry.finished_at is not None
+            started = entry.started_at or entry.finished_at
             try:
-                self.recorder.record(job, verdict_from_json(entry.verdict),
-                                     entry.started_at or entry.finished_at, entry.finished_at)
+                if entry.verdict is None:  # failed: the ledger gets the failure, never an advance
+                    error = clean_error(entry.last_error or "unknown error", self.s.secrets)
+                    self.recorder.record_failure(_job_from(entry, None), error, entry.attempts, started,
+                                                 entry.finished_at)
+                else:
+                    job = _job_from(entry, entry.verdict.get("baseline_sha"))
+                    self.recorder.record(job, verdict_from_json(entry.verdict), started, entry.finished_at)
             except EvalbotError as exc:
                 self._error(report, exc)
                 continue
@@ -323,7 +447,7 @@ class Watcher:
             if self.stop.is_set():
                 return
             try:
-                self._publish(entry)
+                shown = self._publish(entry)
             except EvalbotError as exc:
                 entry = self.queue.publish_failed(entry.id, str(exc))
                 wait = exc.wait_s if isinstance(exc, GithubUnavailable) else None
@@ -332,18 +456,19 @@ class Watcher:
                 if isinstance(exc, GithubUnavailable):
                     return  # GitHub is unwell: the rest waits for the next pass
                 continue
-            self.queue.mark_published(entry.id)
+            self.queue.mark_published(entry.id, shown=shown)
             report.published += 1
 
-    def _publish(self, entry: Entry) -> None:
-        outcome = _outcome(entry)
+    def _publish(self, entry: Entry) -> bool:
+        """Publish one result; True when the PR's comment and label now show it (not just a status)."""
+        outcome = _outcome(entry, self.s.secrets)
         if self.publisher is None:
             log.info("dry run: would publish %s on %s @ %s", outcome.label or "error", entry.target,
                      entry.sha[:12])
-            return
+            return entry.target.startswith("pr/")  # as if shown: not offered for a republish again
         if not entry.target.startswith("pr/"):
             self.publisher.status(outcome)
-            return
+            return False
         number = int(entry.target.removeprefix("pr/"))
         pull = self.client.pull(number)
         if pull.state != "open" or pull.head_sha != entry.sha:
@@ -352,7 +477,9 @@ class Watcher:
             self.publisher.status(outcome)
             log.info("published status %s @ %s (PR #%d has moved on)", outcome.label or "error",
                      entry.sha[:12], number)
-            return
-        earlier = [_outcome(e) for e in self.queue.history(entry.repo, entry.target) if e.id != entry.id]
+            return False
+        earlier = [_outcome(e, self.s.secrets) for e in self.queue.history(entry.repo, entry.target)
+                   if e.id != entry.id]
         self.publisher.publish_pull(number, outcome, earlier, set_label=True)
         log.info("published %s on PR #%d @ %s", outcome.label or "error", number, entry.sha[:12])
+        return True

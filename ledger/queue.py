@@ -1,14 +1,19 @@
 """The poller's work queue, kept in the ledger database: one row per (repository, target, commit).
 
 Not part of the hash chain: these rows change state as work progresses (the append-only rules cover
-only the chained tables). The table is created by migration 0003.
+only the chained tables). The table is created by migration 0003 (``shown_at``: 0004).
 
 A row goes ``queued → running → done`` (or ``failed`` after ``max_attempts`` evaluations died, or
-``dropped`` when its PR was closed or force-pushed before it ran). Recording the verdict in the
-ledger and publishing it on GitHub are separate steps with their own timestamps, so a crash or a
-GitHub fault between them is finished later without evaluating again. A row left ``running`` by a
-process that died is re-queued at start-up (one instance per ledger holds the lock, so no other
-process can be running it).
+``dropped`` when its PR was closed or force-pushed before it ran). Recording the result in the
+ledger (a verdict, or the failure) and publishing it on GitHub are separate steps with their own
+timestamps, so a crash or a GitHub fault between them is finished later without evaluating again.
+A row left ``running`` by a process that died is re-queued at start-up (one instance per ledger
+holds the lock, so no other process can be running it). A ``failed`` row goes back to ``queued``
+only through :meth:`JobQueue.retry` (the poller does that once per process start, for heads).
+
+``published_at`` says the result reached GitHub (at least the commit status); ``shown_at`` says the
+PR's sticky comment and label were set to it. A PR whose head returns to a commit with a result
+(A1 → A2 → A1) is found by :meth:`JobQueue.republish_stale` and published again from the row.
 """
 
 from __future__ import annotations
@@ -55,6 +60,8 @@ class QueueRow(Base):
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     publish_attempts: Mapped[int] = mapped_column(Integer, default=0)
     publish_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # When the PR's comment and label were last set to this row's result (None: never, or status only).
+    shown_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,7 @@ class Entry:
     recorded_at: datetime | None
     published_at: datetime | None
     publish_attempts: int
+    shown_at: datetime | None = None
 
 
 def _now() -> datetime:
@@ -95,6 +103,7 @@ def _entry(row: QueueRow) -> Entry:
         recorded_at=row.recorded_at,
         published_at=row.published_at,
         publish_attempts=row.publish_attempts,
+        shown_at=row.shown_at,
     )
 
 
@@ -181,6 +190,41 @@ class JobQueue:
             rows = sorted(rows, key=lambda r: (not r.target.startswith("branch/"), r.id))
             return _entry(rows[0]) if rows else None
 
+    def adopt(self, entry_id: int, failed_since: datetime | None = None) -> Entry | None:
+        """Give a queued row the result another target of the same commit reached meanwhile.
+
+        A verdict is always taken over (the commit is evaluated once; recording stays pending as in
+        :meth:`enqueue`); a failure only when it was reached at or after ``failed_since`` (the
+        poller's start: a process does not retry what it saw fail), and then it is not recorded a
+        second time. Returns the updated entry, or None when there is nothing to take over.
+        """
+        with self._session() as s:
+            row = self._row(s, entry_id)
+            siblings = s.scalars(
+                select(QueueRow)
+                .where(
+                    QueueRow.repo == row.repo,
+                    QueueRow.sha == row.sha,
+                    QueueRow.id != row.id,
+                    QueueRow.state.in_([State.DONE, State.FAILED]),
+                )
+                .order_by(QueueRow.id)
+            ).all()
+            now = _now()
+            for sibling in siblings:
+                if sibling.state == State.DONE:
+                    row.state, row.verdict, row.finished_at, row.last_error = State.DONE, sibling.verdict, now, None
+                    row.started_at = sibling.started_at
+                    return _entry(row)
+            for sibling in siblings:
+                finished = sibling.finished_at
+                if failed_since is not None and finished is not None and finished >= failed_since:
+                    row.state, row.attempts, row.last_error = State.FAILED, sibling.attempts, sibling.last_error
+                    row.started_at, row.finished_at = sibling.started_at, now
+                    row.recorded_at = now  # the commit's failure is in the ledger through the other row
+                    return _entry(row)
+            return None
+
     def start(self, entry_id: int) -> Entry:
         with self._session() as s:
             row = self._row(s, entry_id)
@@ -195,15 +239,34 @@ class JobQueue:
             return _entry(row)
 
     def fail_attempt(self, entry_id: int, error: str, max_attempts: int) -> Entry:
-        """An evaluation died: queue it again, or mark it failed once ``max_attempts`` are spent."""
+        """An evaluation died: queue it again, or mark it failed once ``max_attempts`` are spent.
+
+        A failed row is then recorded (the ledger gets the failed evaluation, with ``error``) and
+        published like a verdict, and stays failed until :meth:`retry`.
+        """
         with self._session() as s:
             row = self._row(s, entry_id)
             row.last_error = error
             if row.attempts >= max_attempts:
                 row.state, row.finished_at = State.FAILED, _now()
-                row.recorded_at = row.finished_at  # nothing to record: there is no verdict
             else:
                 row.state = State.QUEUED
+            return _entry(row)
+
+    def failed_ids(self) -> set[int]:
+        """Every failed row: what the poller may retry after a restart."""
+        with self._session() as s:
+            return set(s.scalars(select(QueueRow.id).where(QueueRow.state == State.FAILED)).all())
+
+    def retry(self, entry_id: int) -> Entry:
+        """Queue a failed row again with fresh attempts (its failure stays in the ledger)."""
+        with self._session() as s:
+            row = self._row(s, entry_id)
+            if row.state != State.FAILED or row.recorded_at is None:
+                raise ValueError(f"queue entry {entry_id} is {row.state}, not a recorded failure")
+            row.state, row.attempts = State.QUEUED, 0
+            row.started_at = row.finished_at = row.recorded_at = row.published_at = row.shown_at = None
+            row.publish_attempts, row.publish_error = 0, None
             return _entry(row)
 
     def abandon(self, entry_id: int) -> Entry:
@@ -220,10 +283,11 @@ class JobQueue:
             return _entry(row)
 
     def unrecorded(self) -> list[Entry]:
+        """Verdicts and failures not yet in the ledger."""
         with self._session() as s:
             rows = s.scalars(
                 select(QueueRow)
-                .where(QueueRow.state == State.DONE, QueueRow.recorded_at.is_(None))
+                .where(QueueRow.state.in_([State.DONE, State.FAILED]), QueueRow.recorded_at.is_(None))
                 .order_by(QueueRow.id)
             ).all()
             return [_entry(r) for r in rows]
@@ -246,10 +310,44 @@ class JobQueue:
             ).all()
             return [_entry(r) for r in rows]
 
-    def mark_published(self, entry_id: int) -> None:
+    def mark_published(self, entry_id: int, shown: bool = False) -> None:
+        """Published; ``shown``: the PR's comment and label now show this result (not only a status)."""
         with self._session() as s:
             row = self._row(s, entry_id)
             row.published_at, row.publish_error = _now(), None
+            if shown:
+                row.shown_at = row.published_at
+
+    def republish_stale(self, repo: str, heads: Mapping[str, str]) -> list[Entry]:
+        """Heads whose stored result the PR does not show: their publish becomes pending again.
+
+        ``heads`` maps each open PR's target (``pr/7``) to its head commit. A head's finished,
+        published row is stale when the PR's comment and label were never set to it (it was
+        published as a status only, while the PR had moved on) or were set to another commit of the
+        PR since (A1 → A2 → A1). One query whatever the number of PRs; an idle poll finds nothing.
+        """
+        if not heads:
+            return []
+        with self._session() as s:
+            rows = s.scalars(
+                select(QueueRow).where(
+                    QueueRow.repo == repo,
+                    QueueRow.target.in_(list(heads)),
+                    QueueRow.state.in_([State.DONE, State.FAILED]),
+                )
+            ).all()
+            newest: dict[str, datetime] = {}
+            for row in rows:
+                if row.shown_at is not None and (row.target not in newest or row.shown_at > newest[row.target]):
+                    newest[row.target] = row.shown_at
+            stale = []
+            for row in rows:
+                if row.sha != heads[row.target] or row.published_at is None:
+                    continue  # not the head, or its publish is pending anyway
+                if row.shown_at is None or row.shown_at < newest[row.target]:
+                    row.published_at, row.publish_attempts, row.publish_error = None, 0, None
+                    stale.append(row)
+            return [_entry(r) for r in sorted(stale, key=lambda r: r.id)]
 
     def publish_failed(self, entry_id: int, error: str) -> Entry:
         with self._session() as s:

@@ -8,6 +8,8 @@ and reads the verdict from an ``EVAL`` file in that commit::
     reason=3.1 % faster on both models
     gate=pr1        # optional: wait until <dir>/gates/pr1 exists (tests pause mid-evaluation)
     crash=1         # optional: raise, as an evaluator whose infrastructure failed
+    error=text      # optional, with crash: the exception's message (tests put secrets in it)
+    crash_until=g   # optional: raise until <dir>/gates/g exists (the validator fixes its setup)
 
 Every start and finish is appended to ``<dir>/evaluations.log`` (``start <sha> <pid>`` /
 ``done <sha> <label>``), which is how tests count evaluations, including across processes.
@@ -59,8 +61,9 @@ class FakeEvaluator:
         for line in _git(mirror, "show", f"{job.sha}:EVAL").splitlines():
             key, _, value = line.partition("=")
             spec[key.strip()] = value.strip()
-        if spec.get("crash"):
-            raise RuntimeError(f"simulated evaluator failure for {job.sha[:12]}")
+        if spec.get("crash") or (spec.get("crash_until") and not (self.gates / spec["crash_until"]).exists()):
+            self._note(f"crashed {job.sha}")
+            raise RuntimeError(spec.get("error") or f"simulated evaluator failure for {job.sha[:12]}")
         if gate := spec.get("gate"):
             while not (self.gates / gate).exists():
                 if cancel.wait(0.05):

@@ -187,6 +187,13 @@ class GithubStandin:
             parent = sgit.parent_of(Path(repo.path), tip)
             return self.commit(repo, branch, files, message, parent=parent)
 
+    def push_existing(self, repo: Repo, branch: str, sha: str) -> None:
+        """Point ``branch`` at a commit it had before (``git push -f origin <old sha>:<branch>``)."""
+        with self._lock:
+            sgit.set_ref(Path(repo.path), f"refs/heads/{branch}", sha)
+            self._tick()
+            self._sync_pulls(repo, branch)
+
     def _sync_pulls(self, repo: Repo, branch: str) -> None:
         for pull in self.pulls.values():
             if pull.state != "open":

@@ -24,7 +24,7 @@ def test_once_polls_evaluates_publishes_and_exits_0(tmp_path):
         assert rc == 0, out
         assert ("done", sha) in evaluations(w.evaldir)
         assert len(w.standin.bot_comments(pull, BOT)) == 1 and pull.labels == ["eval:XS"]
-        assert "poll: 2 queued, 0 dropped, 2 evaluated, 2 published, 0 errors" in out
+        assert "poll: 2 queued, 0 dropped, 2 evaluated, 0 failed, 2 published, 0 errors" in out
 
 
 def test_dry_run_once_writes_nothing_anywhere(tmp_path):

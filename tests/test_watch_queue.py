@@ -69,9 +69,19 @@ def test_state_machine(ledger_cfg):
     q.start(entry.id)
     failed = q.fail_attempt(entry.id, "boom again", max_attempts=3)
     assert failed.state is State.FAILED and failed.last_error == "boom again"
-    assert [e.id for e in q.unpublished()] == [entry.id]  # a failure is still reported on the PR
-    q.mark_published(entry.id)
-    assert q.unpublished() == []
+    # A failure is recorded in the ledger first, then reported on the PR, like a verdict.
+    assert [e.id for e in q.unrecorded()] == [entry.id] and q.unpublished() == []
+    q.mark_recorded(entry.id)
+    assert [e.id for e in q.unpublished()] == [entry.id]
+    q.mark_published(entry.id, shown=True)
+    assert q.unpublished() == [] and q.next_queued().id == base.id  # failed stays failed...
+    assert q.failed_ids() == {entry.id}
+    retried = q.retry(entry.id)  # ...until the poller retries it (after a restart)
+    assert retried.state is State.QUEUED and retried.attempts == 0
+    assert (retried.finished_at, retried.recorded_at, retried.published_at, retried.shown_at) == (None,) * 4
+    assert q.failed_ids() == set()
+    with pytest.raises(ValueError, match="not a recorded failure"):
+        q.retry(entry.id)
 
 
 def test_verdict_of_a_commit_is_reused_for_another_target(ledger_cfg):
@@ -197,3 +207,83 @@ def test_a_ledger_from_before_the_queue_is_migrated_keeping_its_rows(ledger_cfg)
     JobQueue(new_engine).enqueue("acme/kernels", "pr/1", SHA, JOB)
     with Ledger.open(ledger_cfg.ledger_url) as ledger:
         assert ledger.count() == 1 and ledger.verify().ok
+
+
+def test_recorder_appends_a_failure_once_without_label_or_advance(ledger_cfg):
+    recorder, _ = open_recorder(ledger_cfg, read_only=False)
+    assert isinstance(recorder, LedgerRecorder)
+    start = datetime(2025, 12, 1, 10, 0, tzinfo=UTC)
+    end = datetime(2025, 12, 1, 10, 5, tzinfo=UTC)
+    base = Job(**{**JOB, "pr_number": None, "fetch_ref": "refs/heads/main"}, baseline_sha=None)
+    recorder.record_failure(base, "RuntimeError: docker is not running", 3, start, end)
+    recorder.record_failure(base, "RuntimeError: docker is not running", 3, start, end)  # crash, repeat
+    assert recorder.frontier("acme/kernels", "main") is None  # a failure never advances the frontier
+    # A later round that fails again is a row of its own; a verdict after it is recorded too (the
+    # failure row does not count as "already recorded"), and that one advances the frontier.
+    recorder.record_failure(base, "RuntimeError: docker is not running", 3, end, end)
+    recorder.record(base, verdict("none", 1.0), end, end)
+    recorder.record(base, verdict("none", 1.0), end, end)
+    assert recorder.frontier("acme/kernels", "main") == SHA
+    with Ledger.open(ledger_cfg.ledger_url) as ledger:
+        rows = ledger.find(SHA)
+        assert [(r.status, r.label) for r in rows] == [("error", None), ("error", None), ("complete", "none")]
+        failed = rows[0]
+        reason = "evaluation could not be completed (3 attempts): RuntimeError: docker is not running"
+        assert failed.reasons == f'["{reason}"]' and '"outcome":"failed"' in failed.verdict
+        assert (failed.gpu, failed.policy_hash, failed.measurements) == ("unknown", "n/a", [])
+        assert [a.evaluation_seq for a in ledger.frontier_history()] == [rows[2].seq]
+        assert ledger.verify().ok
+
+
+def test_republish_stale_finds_heads_the_pr_does_not_show(ledger_cfg):
+    _, engine = open_recorder(ledger_cfg, read_only=False)
+    q = JobQueue(engine)
+    shas = {name: ch * 40 for name, ch in (("a1", "1"), ("a2", "2"), ("b1", "3"))}
+
+    def done(target: str, sha: str, shown: bool) -> int:
+        entry, _ = q.enqueue("acme/kernels", target, sha, {**JOB, "sha": sha})
+        q.start(entry.id)
+        q.finish(entry.id, {**verdict_to_json(verdict()), "baseline_sha": None})
+        q.mark_recorded(entry.id)
+        q.mark_published(entry.id, shown=shown)
+        return entry.id
+
+    a1 = done("pr/1", shas["a1"], shown=True)
+    a2 = done("pr/1", shas["a2"], shown=True)
+    b1 = done("pr/2", shas["b1"], shown=False)  # published as a status only: the PR had moved on
+    heads = {"pr/1": shas["a2"], "pr/2": shas["b1"], "pr/3": "4" * 40}
+    assert [e.id for e in q.republish_stale("acme/kernels", heads)] == [b1]
+    assert [e.id for e in q.unpublished()] == [b1]
+    q.mark_published(b1, shown=True)
+    assert q.republish_stale("acme/kernels", heads) == []  # converged: an idle poll finds nothing
+    heads["pr/1"] = shas["a1"]  # A1 -> A2 -> A1
+    (stale,) = q.republish_stale("acme/kernels", heads)
+    assert stale.id == a1 and stale.published_at is None and stale.state is State.DONE
+    assert q.republish_stale("acme/kernels", heads) == []  # pending already, not twice
+    q.mark_published(a1, shown=True)
+    assert q.republish_stale("acme/kernels", heads) == [] and q.republish_stale("acme/kernels", {}) == []
+    assert a2 not in {e.id for e in q.unpublished()}
+
+
+def test_migration_0004_takes_published_pr_rows_as_shown(ledger_cfg):
+    from sqlalchemy import text
+
+    from ledger import schema
+    from ledger.engine import make_engine
+
+    engine = make_engine(ledger_cfg.ledger_url)
+    schema.upgrade(engine, "old", "0003")
+    now = datetime(2025, 12, 1, tzinfo=UTC)
+    with engine.begin() as conn:
+        for i, (target, state, published) in enumerate(
+            [("pr/1", "done", now), ("pr/1", "done", None), ("branch/main", "done", now), ("pr/2", "failed", now)]
+        ):
+            conn.execute(
+                text("INSERT INTO watch_queue (repo, target, sha, job, state, attempts, created_at, published_at, "
+                     "publish_attempts) VALUES ('acme/kernels', :t, :sha, '{}', :s, 1, :now, :p, 0)"),
+                {"t": target, "sha": str(i) * 40, "s": state, "now": now, "p": published},
+            )
+    assert schema.upgrade(engine, "old") == ("0003", schema.head_revision())
+    shown = {e.sha[0]: e.shown_at for e in JobQueue(engine).all()}
+    assert shown == {"0": now, "1": None, "2": None, "3": now}
+    engine.dispose()

@@ -20,7 +20,7 @@ from evalbot.config import Config, load_config
 from evalbot.github.client import GithubClient
 from evalbot.github.publisher import Publisher
 from evalbot.ledger_recorder import open_recorder
-from evalbot.watch import Watcher, WatchSettings
+from evalbot.watch import Watcher, WatchSettings, secrets_of
 from ledger import Ledger
 from ledger.keys import generate
 from ledger.queue import JobQueue
@@ -53,7 +53,7 @@ class World:
         recorder, engine = open_recorder(cfg, read_only=dry_run)
         queue = JobQueue.in_memory() if dry_run or engine is None else JobQueue(engine)
         settings = WatchSettings(g.repo, g.base_branch, g.include_drafts, g.include_forks, g.max_attempts,
-                                 g.poll_interval_s)
+                                 g.poll_interval_s, secrets_of(cfg, TOKEN))
         publisher = None if dry_run else Publisher(client, g.status_context)
         return Watcher(settings, client, queue, FakeEvaluator(self.evaldir), recorder, publisher)
 
