@@ -14,13 +14,7 @@ __device__ __forceinline__ unsigned long long eb_globaltimer() {
 }
 
 extern "C" __global__ void rmsnorm_spin(EVALBOT_RMSNORM_ARGS) {
-    const int n4 = n_embd / 4;
-    const float4* x4 = reinterpret_cast<const float4*>(x);
-    float ss = 0.0f;
-    for (int i = threadIdx.x; i < n4; i += blockDim.x) ss += eb_sumsq(x4[i]);
-    const float inv = 1.0f / sqrtf(eb_block_sum(ss) / (float)n_embd + eps);
-    for (int i = threadIdx.x; i < n4; i += blockDim.x)
-        reinterpret_cast<float4*>(y)[i] = eb_scale4(x4[i], inv, reinterpret_cast<const float4*>(w)[i]);
+    eb_rmsnorm(x, w, y, n_embd, eps);
     if (threadIdx.x == 0) {
         const unsigned long long t0 = eb_globaltimer();
         while (eb_globaltimer() - t0 < (unsigned long long)SPIN_NS) {

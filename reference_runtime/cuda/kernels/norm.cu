@@ -8,7 +8,7 @@ __device__ __forceinline__ float4 eb_scale4(float4 v, float s, float4 w) {
     return make_float4(v.x * s * w.x, v.y * s * w.y, v.z * s * w.z, v.w * s * w.w);
 }
 
-extern "C" __global__ void rmsnorm(EVALBOT_RMSNORM_ARGS) {
+__device__ __forceinline__ void eb_rmsnorm(EVALBOT_RMSNORM_ARGS) {
     const int n4 = n_embd / 4;
     const float4* x4 = reinterpret_cast<const float4*>(x);
     float ss = 0.0f;
@@ -18,6 +18,8 @@ extern "C" __global__ void rmsnorm(EVALBOT_RMSNORM_ARGS) {
     for (int i = threadIdx.x; i < n4; i += blockDim.x)
         reinterpret_cast<float4*>(y)[i] = eb_scale4(x4[i], inv, reinterpret_cast<const float4*>(w)[i]);
 }
+
+extern "C" __global__ void rmsnorm(EVALBOT_RMSNORM_ARGS) { eb_rmsnorm(x, w, y, n_embd, eps); }
 
 extern "C" __global__ void rmsnorm_residual(EVALBOT_RMSNORM_RESIDUAL_ARGS) {
     const int n4 = n_embd / 4;
