@@ -141,3 +141,16 @@ block = [256]
     assert cubins["glu_swiglu"] == cubins["glu_geglu"]
     assert len(set(cubins.values())) == 4
     assert sum(m.endswith(": compiling") for m in messages) == 4
+
+
+def test_a_kernel_whose_parameters_differ_from_the_slot_signature_is_rejected(cfg, tmp_path):
+    # `eps` missing: the runtime would pass five arguments to a kernel that reads four.
+    wrong = ('#include "evalbot_slots.h"\n'
+             'extern "C" __global__ void rmsnorm_f32(const float* x, const float* w, float* y, int n_embd) {\n'
+             '    y[threadIdx.x] = x[threadIdx.x] * w[threadIdx.x] * n_embd;\n}\n')
+    report = build_tree(tree_with(tmp_path, wrong), cfg, "sm_90")
+    (reason,) = report.reasons
+    assert reason.startswith("slot rmsnorm: kernel 'rmsnorm_f32' takes 4 parameters")
+    assert "EVALBOT_RMSNORM_ARGS" in reason
+    # the next build of the right kernel works
+    assert build_tree(KERNELS, cfg, "sm_90").ok

@@ -46,3 +46,16 @@ def test_compile_cache_reuses_and_errors_name_the_source(tmp_path: Path) -> None
     bad.write_text('extern "C" __global__ void k() { undeclared(); }\n')
     with pytest.raises(CompileError, match=r"bad\.cu"):
         compile_cubin(bad, "sm_90", tmp_path)
+
+
+def test_every_baseline_kernel_has_its_slots_parameter_layout(tmp_path: Path) -> None:
+    """The build's signature check (cubin parameter records vs the ABI header) accepts every
+    baseline kernel, so it is reading both sides the way nvcc lays them out."""
+    from evalbot.build.builder import abi_layout
+    from evalbot.build.cubin import kernel_params
+
+    cache = tmp_path / "cache"
+    for slot, (src, launches, _scratch) in _baseline_launches().items():
+        params = kernel_params(compile_cubin(kernel_source(src), "sm_90", cache).read_bytes())
+        for launch in launches:
+            assert params[launch.kernel] == abi_layout(slot), (slot, launch.kernel)

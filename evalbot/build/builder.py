@@ -10,20 +10,23 @@ import os
 import stat
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from evalbot.build import diagnostics
 from evalbot.build.backend import Backend, RunResult, make_backend
 from evalbot.build.cache import CUBIN, BuildCache, slot_key
-from evalbot.build.cubin import CubinError, entry_kernels
+from evalbot.build.cubin import CubinError, entry_kernels, kernel_params
 from evalbot.build.nvcc import check_arch, compile_argv
 from evalbot.build.staging import ABI_DIR, stage_slot
 from evalbot.build.verdict import BuildReport, SlotBuild
 from evalbot.config import BuildConfig, Config
 from evalbot.manifest import Manifest, ManifestError, SlotOverride, load_manifest
+from reference_runtime.runtime.abi import slot_abis
 
 MAX_CUBIN_BYTES = 64 * 2**20
 
@@ -80,8 +83,31 @@ class _Compiled:
     seconds: float
     cubin: Path | None = None
     entries: frozenset[str] = frozenset()
+    params: Mapping[str, tuple[tuple[int, int], ...]] = field(default_factory=dict)  # kernel -> (offset, size)s
     failure: str = ""  # why there is no cubin
     log: str = ""
+
+
+def abi_layout(slot: str) -> tuple[tuple[int, int], ...]:
+    """The (offset, size) of each parameter of the slot's ``EVALBOT_<SLOT>_ARGS``, as nvcc lays out a
+    kernel's parameter buffer (each at its natural alignment)."""
+    layout, offset = [], 0
+    for param in slot_abis()[slot].params:
+        size = 8 if param.is_pointer else np.dtype(param.scalar_dtype).itemsize
+        offset = -(-offset // size) * size
+        layout.append((offset, size))
+        offset += size
+    return tuple(layout)
+
+
+def _signature_mismatch(slot: str, kernel: str, got: tuple[tuple[int, int], ...]) -> str | None:
+    want = abi_layout(slot)
+    if got == want:
+        return None
+    abi = slot_abis()[slot]
+    return (f"kernel {kernel!r} takes {len(got)} parameters of {[size for _, size in got]} bytes, but the slot's "
+            f"signature is {abi.macro} ({len(want)}: {abi.text}); declare it as "
+            f"extern \"C\" __global__ void {kernel}({abi.macro})")
 
 
 def _verdict(override: SlotOverride, compiled: _Compiled, say: Progress) -> SlotBuild:
@@ -91,6 +117,10 @@ def _verdict(override: SlotOverride, compiled: _Compiled, say: Progress) -> Slot
         found = ", ".join(sorted(compiled.entries)) or "none"
         reason = (f"kernel {missing[0]!r} not found in the cubin (entry kernels: {found}); "
                   'declare it extern "C" __global__')
+    if not reason:
+        # A kernel nvcc recorded no parameter list for cannot be checked here; the gates still run it.
+        reason = next((r for k in override.kernels if k in compiled.params
+                       if (r := _signature_mismatch(name, k, compiled.params[k]))), "")
     if reason:
         say(f"{name}: REJECT")
         return SlotBuild(name, False, False, compiled.seconds, None, override.kernels, f"slot {name}: {reason}",
@@ -120,7 +150,8 @@ class _Compiler:
         started = time.monotonic()
         if self.use_cache and (hit := self.cache.get(staged.key)):
             try:
-                return _Compiled(True, time.monotonic() - started, hit, entry_kernels(hit.read_bytes()))
+                data = hit.read_bytes()
+                return _Compiled(True, time.monotonic() - started, hit, entry_kernels(data), kernel_params(data))
             except (OSError, CubinError):
                 pass  # an unreadable entry is rebuilt and replaced below
         override = staged.override
@@ -142,12 +173,13 @@ class _Compiler:
         try:
             data = _read_output(out / CUBIN)
             entries = entry_kernels(data)
+            params = kernel_params(data)
         except (OSError, CubinError) as exc:
             return failed(f"no usable cubin: {exc}")
         meta = {"source": override.source, "arch": self.arch, "files": staged.digests, "flags": list(override.flags),
                 "toolchain": self.toolchain, "seconds": round(result.seconds, 3), "entries": sorted(entries)}
         cubin = self.cache.put(staged.key, data, meta)
-        return _Compiled(False, time.monotonic() - started, cubin, entries, log=result.log)
+        return _Compiled(False, time.monotonic() - started, cubin, entries, params, log=result.log)
 
     def _limit_hit(self, result: RunResult) -> str | None:
         if result.timed_out:
