@@ -28,7 +28,7 @@ import numpy as np
 from evalbot.policy import label, load_policy, sampling_rule
 from harness.benchmark import interleaved
 from harness.measurements import Measurements, SpeedCell
-from harness.session import SLACK, gpu_identity, measure_peak_bandwidth
+from harness.session import SLACK, gpu_identity, measure_peak_bandwidth, speed_cell
 from harness.stats import SamplingRule, block_medians
 from reference_runtime import basket
 from reference_runtime.gguf_model import GGUFModel
@@ -37,7 +37,6 @@ from reference_runtime.runtime.decode import DecodeRuntime, device_arch
 from reference_runtime.runtime.device import DeviceModel
 from reference_runtime.runtime.kernels import Const, LaunchSpec, SlotKernel, norm_block
 from reference_runtime.runtime.launch import function, geometry, launch, pack
-from reference_runtime.runtime.traffic import step_traffic
 
 SPIN_SOURCE = Path(__file__).parent / "data" / "rmsnorm_spin.cu"
 POLICY = load_policy()
@@ -94,9 +93,7 @@ class Bench:
                 r = interleaved(frontier, candidate, ctx, rule, seed=seed + ctx)
                 x = np.log(np.array(r.frontier_s) / np.array(r.candidate_s))
                 self.block_speedups[(key, ctx)] = np.exp(block_medians(x, np.array(r.blocks))).round(4).tolist()
-                roof = step_traffic(frontier.plan, ctx + r.steps_per_trial // 2).total / self.peak
-                cells.append(SpeedCell(key, ctx, r.comparison, statistics.median(r.frontier_s),
-                                       statistics.median(r.candidate_s), roof))
+                cells.append(speed_cell(key, r, frontier, self.peak))
             del candidate
         return cells
 

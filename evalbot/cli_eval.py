@@ -25,8 +25,12 @@ ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="validato
 PolicyOpt = Annotated[Path | None, typer.Option("--policy", help="policy TOML (default: the shipped v1)")]
 
 
+def _run_git(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=False)
+
+
 def _git(repo: Path, *args: str) -> str:
-    done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=False)
+    done = _run_git(repo, *args)
     if done.returncode != 0:
         raise EvalbotError(f"git {' '.join(args)} in {repo}: {done.stderr.strip() or 'failed'}")
     return done.stdout.strip()
@@ -34,13 +38,10 @@ def _git(repo: Path, *args: str) -> str:
 
 def default_branch(repo: Path) -> str:
     """origin's HEAD when the checkout has one, else main or master, whichever exists."""
-    head = subprocess.run(["git", "-C", str(repo), "symbolic-ref", "--short", "refs/remotes/origin/HEAD"],
-                          capture_output=True, text=True, check=False).stdout.strip()
-    if head:
+    if head := _run_git(repo, "symbolic-ref", "--short", "refs/remotes/origin/HEAD").stdout.strip():
         return head
     for name in ("main", "master"):
-        if subprocess.run(["git", "-C", str(repo), "rev-parse", "--verify", "--quiet", f"refs/heads/{name}"],
-                          capture_output=True, check=False).returncode == 0:
+        if _run_git(repo, "rev-parse", "--verify", "--quiet", f"refs/heads/{name}").returncode == 0:
             return name
     raise EvalbotError(f"{repo}: no origin/HEAD, main or master branch to take the baseline from; pass --baseline")
 

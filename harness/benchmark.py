@@ -94,12 +94,12 @@ def interleaved(frontier: DecodeRuntime, candidate: DecodeRuntime, context: int,
     probe_steps = 16
     shared = all(candidate.buffers[n] is frontier.buffers[n] for n in frontier.kv_views())
     for rt in (frontier, candidate):
-        prepare(rt, context, max(probe_steps, 256), seed, fill=rt is frontier or not shared)
+        prepare(rt, context, min(max(probe_steps, 256), rt.plan.n_ctx - context), seed,
+                fill=rt is frontier or not shared)
     events = [cupy.cuda.Event() for _ in range(4)]
     step_s = _trial(frontier, context, probe_steps, events[0], events[1])
+    # The sequence prepared above already covers any trial length (steps <= history <= 256).
     steps = min(steps_for(step_s), frontier.plan.n_ctx - context, frontier.plan.history)
-    for rt in (frontier, candidate):
-        prepare(rt, context, steps, seed, fill=rt is frontier or not shared)
     history = {name: view[:, :context].copy() for name, view in frontier.kv_views().items()}
     f_times: list[float] = []
     c_times: list[float] = []

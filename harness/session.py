@@ -108,6 +108,15 @@ def measure_peak_bandwidth(nbytes: int = 1 << 30, reps: int = 20) -> float:
     return 2 * nbytes * reps / seconds
 
 
+def speed_cell(model: str, run: ContextRun, frontier: DecodeRuntime, peak_bytes_per_s: float) -> SpeedCell:
+    """One (model, context) of the benchmark as the policy scores it: median step times and the
+    roofline time of the bytes the middle timed step must move."""
+    mid = run.context + run.steps_per_trial // 2
+    return SpeedCell(model=model, context=run.context, comparison=run.comparison,
+                     t_frontier_s=float(np.median(run.frontier_s)), t_candidate_s=float(np.median(run.candidate_s)),
+                     t_roofline_s=step_traffic(frontier.plan, mid).total / peak_bytes_per_s)
+
+
 def run_session(spec: SessionSpec) -> SessionResult:
     started = time.monotonic()
     gpu, driver = gpu_identity()
@@ -138,13 +147,7 @@ def run_session(spec: SessionSpec) -> SessionResult:
                     contexts.append(run)
                     gates.append(spot_check(key, ctx, run.spot_check, spec.limits))
                     gates.append(kv_integrity(key, ctx, run.kv_intact))
-                    mid = ctx + run.steps_per_trial // 2
-                    cells.append(SpeedCell(
-                        model=key, context=ctx, comparison=run.comparison,
-                        t_frontier_s=float(np.median(run.frontier_s)),
-                        t_candidate_s=float(np.median(run.candidate_s)),
-                        t_roofline_s=step_traffic(frontier.plan, mid).total / peak,
-                    ))
+                    cells.append(speed_cell(key, run, frontier, peak))
             elif spec.benchmark:
                 notes.append(f"{key}: not benchmarked (a gate failed)")
             runs.append(ModelRun(key, model.sha256(), text.sha256, REFERENCE_VERSION, d, tuple(contexts), tf_s))
