@@ -39,7 +39,7 @@ from evalbot.policy import load_policy
 from harness import kernel_gates as kg
 from reference_runtime.runtime.decode import device_arch, device_sm_count
 from reference_runtime.runtime.kernels import SlotKernel, baseline_kernels
-from reference_runtime.runtime.launch import function, geometry, launch, pack
+from reference_runtime.runtime.launch import function, geometry, pack, prepare
 
 QT = gguf.GGMLQuantizationType
 # gemv_q4_k launches per decode step, by (n_rows, n_cols), of the pinned basket models
@@ -97,13 +97,14 @@ class Timer:
         argsets = [pack(SLOT, [w.data.ptr, self.x.data.ptr, self.y.data.ptr, rows, cols]) for w in self.weights]
         self.stream = stream
         with stream:
-            for args in argsets:  # warm-up outside the capture (module load, first-launch costs)
-                launch(fn, grid, block, shared, args)
+            launches = [prepare(fn, grid, block, shared, args, spec.pdl) for args in argsets]
+            for each in launches:  # warm-up outside the capture (module load, first-launch costs)
+                each(stream.ptr)
             stream.synchronize()
             stream.begin_capture()
             try:
                 for i in range(reps):
-                    launch(fn, grid, block, shared, argsets[i % copies])
+                    launches[i % copies](stream.ptr)
             finally:
                 self.graph = stream.end_capture()
         self.reps = reps

@@ -58,6 +58,7 @@ source = "src/gemv_q4_k.cu"
 kernel = "gemv_q4_k"
 {geometry}
 block = [128]
+pdl = true  # the kernel starts with EVALBOT_GRID_ENTER(): it may overlap the previous kernel
 """
 _BASELINE_GEOMETRY = 'grid = ["ceil_div(n_rows, 8)"]  # 8 rows of 16 threads per block'
 _FASTER_GEOMETRY = ("# Rows per block: 8 // (Q4_K blocks per row), at least 1, so a row gets 16 to 128 threads.\n"

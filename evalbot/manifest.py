@@ -15,6 +15,8 @@ The manifest is ``kernels.toml`` at the root of the contributor's tree::
     grid = [1, 1, 1]                 # 1 to 3 expressions; missing dimensions are 1
     block = ["min(1024, n_embd)"]
     shared_bytes = 0                 # dynamic shared memory, optional
+    pdl = true                       # optional: the kernel starts with EVALBOT_GRID_WAIT() (see
+                                     # evalbot_slots.h), so it may overlap the previous launch
 
 The file is untrusted: every error names the file, the slot and the field; paths must stay inside
 the tree (no absolute paths, no ``..``, no symlink leading out); expressions are parsed by
@@ -55,7 +57,7 @@ MAX_SCRATCH_BYTES = 16 * 2**30
 _KERNEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _TOP_KEYS = {"version", "include", "slots"}
 _SLOT_KEYS = {"source", "flags", "scratch_bytes", "launch"}
-_LAUNCH_KEYS = {"kernel", "grid", "block", "shared_bytes"}
+_LAUNCH_KEYS = {"kernel", "grid", "block", "shared_bytes", "pdl"}
 
 
 class ManifestError(EvalbotError):
@@ -74,6 +76,7 @@ class Launch:
     grid: Dim3
     block: Dim3
     shared_bytes: safe_expr.Expr
+    pdl: bool = False
 
 
 @dataclass(frozen=True)
@@ -252,7 +255,10 @@ def _launch(raw: object, index: int, symbols: frozenset[str], error: SlotError) 
     grid = _dims(raw["grid"], f"{where}.grid", symbols, error)
     block = _dims(raw["block"], f"{where}.block", symbols, error)
     shared = _expr(raw.get("shared_bytes", 0), symbols, lambda msg: error(f"{where}.shared_bytes", msg))
-    return Launch(kernel, grid, block, shared)
+    pdl = raw.get("pdl", False)
+    if not isinstance(pdl, bool):
+        raise error(f"{where}.pdl", f"must be true or false, got {pdl!r}")
+    return Launch(kernel, grid, block, shared, pdl)
 
 
 def _probe(override: SlotOverride, spec: abi.Slot, error: SlotError) -> None:

@@ -87,6 +87,11 @@ block = [128]
     assert slot.launches[0].block[0].evaluate({"head_dim": 128}) == 128
 
 
+def test_pdl_is_declared_per_launch_and_off_unless_declared(tree):
+    assert load_manifest(rmsnorm(tree)).slots["rmsnorm"].launches[0].pdl is False
+    assert load_manifest(rmsnorm(tree, launch_extra="pdl = true")).slots["rmsnorm"].launches[0].pdl is True
+
+
 def test_a_symlink_inside_the_tree_is_followed(tree):
     (tree / "src" / "alias.cu").symlink_to("rmsnorm.cu")
     rmsnorm(tree)
@@ -117,6 +122,8 @@ def test_a_symlink_inside_the_tree_is_followed(tree):
         ({"block": "1, 1, 1, 1"}, "launch[0].block", "1 to 3"),
         ({"launch_extra": "shared_bytes = '300 * 1024'"}, "launch[0].shared_bytes", "allowed 0..232448"),
         ({"launch_extra": "stream = 1"}, "launch[0].stream", "unknown key"),
+        ({"launch_extra": "pdl = 1"}, "launch[0].pdl", "must be true or false"),
+        ({"launch_extra": "pdl = 'yes'"}, "launch[0].pdl", "must be true or false"),
     ],
 )
 def test_slot_errors_name_file_slot_and_field(tree, kwargs, field, needle):

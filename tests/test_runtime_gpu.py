@@ -56,11 +56,17 @@ def test_teacher_forced_decode_matches_fp64_reference(models: Path, key: str) ->
 def test_graph_replay_equals_eager_launches(models: Path, key: str) -> None:
     with GGUFModel.open(basket.model_path(models, key)) as model:
         tokens = corpus.for_model(model).tokens[:300]
-        runtime = DecodeRuntime(DeviceModel(model), n_ctx=320, history=128)
+        weights = DeviceModel(model)
+        runtime = DecodeRuntime(weights, n_ctx=320, history=128)
         graph = runtime.teacher_forced(tokens)
         eager = runtime.teacher_forced(tokens, eager=True)
+        serial = DecodeRuntime(weights, n_ctx=320, history=128, pdl=False)
+        without_pdl = serial.teacher_forced(tokens)
+    assert all(launch.prepared.pdl for launch in runtime.launches)
+    assert not any(launch.prepared.pdl for launch in serial.launches)
     assert np.isfinite(graph).all()
     np.testing.assert_array_equal(graph, eager)
+    np.testing.assert_array_equal(graph, without_pdl)  # overlapped launches wait for their inputs
 
 
 def test_candidate_and_frontier_runtimes_share_one_process(models: Path) -> None:

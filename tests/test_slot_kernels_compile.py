@@ -3,7 +3,9 @@ and every kernel the baseline table launches is an entry point of its cubin."""
 
 from __future__ import annotations
 
+import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -59,3 +61,29 @@ def test_every_baseline_kernel_has_its_slots_parameter_layout(tmp_path: Path) ->
         params = kernel_params(compile_cubin(kernel_source(src), "sm_90", cache).read_bytes())
         for launch in launches:
             assert params[launch.kernel] == abi_layout(slot), (slot, launch.kernel)
+
+
+def _entries(ptx: str) -> dict[str, str]:
+    """PTX text per ``.entry``: from its name to the next entry."""
+    starts = [(m.group(1), m.start()) for m in re.finditer(r"\.entry\s+(\w+)\s*\(", ptx)]
+    return {name: ptx[at : starts[i + 1][1] if i + 1 < len(starts) else len(ptx)]
+            for i, (name, at) in enumerate(starts)}
+
+
+def test_every_pdl_baseline_kernel_waits_before_touching_global_memory(tmp_path: Path) -> None:
+    """A launch declared pdl may start while its predecessor still runs: the wait must come before
+    the kernel's first global load or store (the ABI header's rule), in every baseline kernel."""
+    table = [(src, spec) for src, specs, _scratch in _baseline_launches().values() for spec in specs]
+    table += [("runtime", spec) for spec in INTERNAL_LAUNCHES.values()]
+    entries: dict[str, dict[str, str]] = {}
+    for src in {src for src, _ in table}:
+        out = tmp_path / f"{src}.ptx"
+        subprocess.run(["nvcc", "-ptx", "-arch=sm_90", "-O3", f"-I{cuda_dir()}", "-o", str(out),
+                        str(kernel_source(src))], check=True, capture_output=True)
+        entries[src] = _entries(out.read_text())
+    for src, spec in table:
+        assert spec.pdl, spec.kernel
+        body = entries[src][spec.kernel]
+        wait = body.find("griddepcontrol.wait")
+        first_access = re.search(r"\b(ld|st|atom|red)\.global", body)
+        assert wait >= 0 and first_access is not None and wait < first_access.start(), spec.kernel

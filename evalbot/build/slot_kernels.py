@@ -41,7 +41,8 @@ def slot_kernels(manifest: Manifest, report: BuildReport, origin: str) -> dict[s
     table: dict[str, SlotKernel] = {}
     for slot, override in manifest.slots.items():
         launches = tuple(
-            LaunchSpec(launch.kernel, ExprDims(launch.grid), ExprDims(launch.block), ExprSize(launch.shared_bytes))
+            LaunchSpec(launch.kernel, ExprDims(launch.grid), ExprDims(launch.block), ExprSize(launch.shared_bytes),
+                       launch.pdl)
             for launch in override.launches
         )
         table[slot] = SlotKernel(cubins[slot], launches, ExprSize(override.scratch_bytes), origin=origin)

@@ -52,6 +52,7 @@ __device__ __forceinline__ float q4k_part(const uint8_t* blk, int p, const float
 }
 
 extern "C" __global__ void __launch_bounds__(GEMV_THREADS) gemv_q4_k(EVALBOT_GEMV_ARGS) {
+    EVALBOT_GRID_ENTER();  // pdl = true in kernels.toml: wait for the previous kernel on the device
     __shared__ float partial[GEMV_THREADS / 32];
     const int blocks = n_cols / 256;                        // Q4_K blocks per row
     const int rows_per_block = max(1, 8 / max(1, blocks));  // 8, 4, 2 or 1: keep in step with the grid

@@ -30,6 +30,14 @@
  * - Scratch. Scratch pointers are SCRATCH_ALIGN-aligned device memory of the size the manifest
  *   declares; their contents are undefined (poisoned) on entry to the slot's first launch.
  * - Outputs are written in full: every element of every output, every call.
+ * - Programmatic dependent launch (sm_90+). A launch declared `pdl = true` in the manifest (every
+ *   baseline launch is) may be scheduled while the previous launch on the stream is still running.
+ *   Such a kernel must execute EVALBOT_GRID_WAIT() before its first global-memory access other
+ *   than reading weights (shape arguments and weight pointers may be used before it): it returns
+ *   once every earlier launch has finished and its writes are visible. EVALBOT_GRID_LAUNCH_NEXT()
+ *   lets the next launch be scheduled once every block of this one has executed it; call it after
+ *   the wait. A kernel that does neither runs as if launched without PDL and is correct either way;
+ *   declaring pdl without waiting races with the previous launch and fails the gates.
  *
  * KV CACHE. Per layer two fp16 arrays k_cache and v_cache of [n_head_kv][n_ctx][head_dim]
  * (head-major: one KV head's keys are contiguous, position p of head h at ((h * n_ctx) + p) *
@@ -42,6 +50,20 @@
 #include <stdint.h>
 
 #define EVALBOT_ABI_VERSION 0
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define EVALBOT_GRID_WAIT() asm volatile("griddepcontrol.wait;" ::: "memory")
+#define EVALBOT_GRID_LAUNCH_NEXT() asm volatile("griddepcontrol.launch_dependents;" ::: "memory")
+#else
+#define EVALBOT_GRID_WAIT() ((void)0)
+#define EVALBOT_GRID_LAUNCH_NEXT() ((void)0)
+#endif
+/* Both, in order: the first statement of every baseline kernel. */
+#define EVALBOT_GRID_ENTER() \
+    do {                      \
+        EVALBOT_GRID_WAIT();  \
+        EVALBOT_GRID_LAUNCH_NEXT(); \
+    } while (0)
 
 /* GGML type ids, passed to slots that take several weight types (moe_ffn_*). */
 #define EVALBOT_TYPE_F32 0

@@ -20,8 +20,9 @@ import numpy as np
 from reference_runtime.errors import ReferenceRuntimeError
 from reference_runtime.runtime.abi import slot_abis
 from reference_runtime.runtime.device import DeviceModel
+from reference_runtime.runtime.driver_launch import PreparedLaunch
 from reference_runtime.runtime.kernels import INTERNAL_LAUNCHES, SlotKernel, baseline_kernels, internal_cubin
-from reference_runtime.runtime.launch import function, geometry, launch, pack
+from reference_runtime.runtime.launch import function, geometry, pack, prepare
 from reference_runtime.runtime.plan import Buf, DecodePlan, Null, Op, build_plan
 
 SCRATCH_ALIGN = 256
@@ -44,11 +45,11 @@ def device_sm_count() -> int:
 class Launch:
     op: Op
     kernel: str
-    function: Any  # cupy RawKernel
     grid: tuple[int, ...]
     block: tuple[int, ...]
     shared_bytes: int
     args: tuple[Any, ...]  # NumPy scalars: pointers as uint64, ints, floats
+    prepared: PreparedLaunch
 
 
 class DecodeRuntime:
@@ -56,8 +57,13 @@ class DecodeRuntime:
 
     def __init__(self, weights: DeviceModel, n_ctx: int, overrides: Mapping[str, SlotKernel] | None = None,
                  history: int = 256, baseline: Mapping[str, SlotKernel] | None = None,
-                 share_from: DecodeRuntime | None = None) -> None:
-        """``share_from``: use that runtime's stream and working memory (KV cache, activations, state,
+                 share_from: DecodeRuntime | None = None, pdl: bool = True) -> None:
+        """``pdl``: launch the kernels that wait on the device for their predecessor (every baseline
+        kernel; candidates that declare it) as programmatic dependent launches, so their scheduling
+        overlaps the previous kernel's tail. Off, every kernel starts only after the previous one
+        ends: the step then shows each kernel's own time (for overhead measurements).
+
+        ``share_from``: use that runtime's stream and working memory (KV cache, activations, state,
         scratch when large enough) instead of its own, keeping only the logits history apart. Two
         runtimes measured against each other then touch the very same addresses through the same
         hardware queue (on an H200 a runtime on a fresh stream ran up to 4.5 % slower, identical
@@ -79,6 +85,7 @@ class DecodeRuntime:
                                        or share_from.plan.history != history):
             raise RuntimeSetupError("shared working memory needs the same weights, n_ctx and history")
         self._allocate(share_from)
+        self.pdl = pdl
         self.launches = self._resolve()
         self.graph: Any = None
 
@@ -123,13 +130,16 @@ class DecodeRuntime:
             specs = [(internal, INTERNAL_LAUNCHES[op.name])] if op.internal else \
                 [(str(self.kernels[op.name].cubin), spec) for spec in self.kernels[op.name].launches]
             for cubin, spec in specs:
-                launches.append(Launch(op, spec.kernel, function(cubin, spec.kernel), *geometry(spec, env), args))
+                grid, block, shared = geometry(spec, env)
+                prepared = prepare(function(cubin, spec.kernel), grid, block, shared, args, self.pdl and spec.pdl)
+                launches.append(Launch(op, spec.kernel, grid, block, shared, args, prepared))
         return launches
 
     # -- running ----------------------------------------------------------------------------------
     def _enqueue(self) -> None:
+        stream = self.stream.ptr
         for item in self.launches:
-            launch(item.function, item.grid, item.block, item.shared_bytes, item.args)
+            item.prepared(stream)
 
     def step_eager(self) -> None:
         """One decode step by ordinary launches (asynchronous; for comparison with the graph)."""

@@ -35,10 +35,14 @@ class Const:
 
 @dataclass(frozen=True)
 class LaunchSpec:
+    """One kernel launch of a slot. ``pdl``: the kernel waits for the previous launch on the device
+    (``EVALBOT_GRID_WAIT``, see the header), so it may be launched programmatically dependent."""
+
     kernel: str
     grid: Dims
     block: Dims
     shared_bytes: Size = Const(0)  # type: ignore[assignment]
+    pdl: bool = False
 
 
 @dataclass(frozen=True)
@@ -134,23 +138,23 @@ def _baseline_launches() -> dict[str, tuple[str, tuple[LaunchSpec, ...], Size]]:
     table: dict[str, tuple[str, tuple[LaunchSpec, ...], Size]] = {}
     none = Const(0)
     for suffix in WEIGHT_SUFFIX.values():
-        table[f"gemv_{suffix}"] = ("gemv", (LaunchSpec(f"gemv_{suffix}", gemv_grid, _T128),), none)
-        table[f"lm_head_{suffix}"] = ("gemv", (LaunchSpec(f"lm_head_{suffix}", vocab_grid, _T128),), none)
-        table[f"embed_{suffix}"] = ("embed", (LaunchSpec(f"embed_{suffix}", _ONE, _T256),), none)
+        table[f"gemv_{suffix}"] = ("gemv", (LaunchSpec(f"gemv_{suffix}", gemv_grid, _T128, pdl=True),), none)
+        table[f"lm_head_{suffix}"] = ("gemv", (LaunchSpec(f"lm_head_{suffix}", vocab_grid, _T128, pdl=True),), none)
+        table[f"embed_{suffix}"] = ("embed", (LaunchSpec(f"embed_{suffix}", _ONE, _T256, pdl=True),), none)
     for name in ("rmsnorm", "rmsnorm_residual", "rmsnorm_post_add"):
-        table[name] = ("norm", (LaunchSpec(name, _ONE, norm_block),), none)
-    table["qk_norm_rope"] = ("rope", (LaunchSpec("qk_norm_rope", qk_rope_grid, _T128),), none)
-    table["kv_append"] = ("rope", (LaunchSpec("kv_append", kv_grid, _T128),), none)
+        table[name] = ("norm", (LaunchSpec(name, _ONE, norm_block, pdl=True),), none)
+    table["qk_norm_rope"] = ("rope", (LaunchSpec("qk_norm_rope", qk_rope_grid, _T128, pdl=True),), none)
+    table["kv_append"] = ("rope", (LaunchSpec("kv_append", kv_grid, _T128, pdl=True),), none)
     for slot in catalogue.SLOTS:
         if slot.startswith("attn_decode"):
-            launches = (LaunchSpec(f"{slot}_partial", attn_partial_grid, _T128),
-                        LaunchSpec(f"{slot}_combine", attn_combine_grid, Const((1024,))))
+            launches = (LaunchSpec(f"{slot}_partial", attn_partial_grid, _T128, pdl=True),
+                        LaunchSpec(f"{slot}_combine", attn_combine_grid, Const((1024,)), pdl=True))
             table[slot] = ("attention", launches, attn_scratch)
     for kind in ("swiglu", "geglu"):
-        table[f"glu_{kind}"] = ("glu", (LaunchSpec(f"glu_{kind}", glu_grid, _T256),), none)
-        table[f"moe_ffn_{kind}"] = ("moe", (LaunchSpec(f"moe_ffn_{kind}_gate_up", moe_gate_up_grid, _T128),
-                                            LaunchSpec("moe_ffn_down", moe_down_grid, _T128)), moe_scratch)
-    table["moe_router_topk"] = ("moe", (LaunchSpec("moe_router_topk", _ONE, Const((32,))),), none)
+        table[f"glu_{kind}"] = ("glu", (LaunchSpec(f"glu_{kind}", glu_grid, _T256, pdl=True),), none)
+        table[f"moe_ffn_{kind}"] = ("moe", (LaunchSpec(f"moe_ffn_{kind}_gate_up", moe_gate_up_grid, _T128, pdl=True),
+                                            LaunchSpec("moe_ffn_down", moe_down_grid, _T128, pdl=True)), moe_scratch)
+    table["moe_router_topk"] = ("moe", (LaunchSpec("moe_router_topk", _ONE, Const((32,)), pdl=True),), none)
     return table
 
 
@@ -159,9 +163,9 @@ def copy_grid(env: Env) -> tuple[int, ...]:
 
 
 INTERNAL_LAUNCHES: Mapping[str, LaunchSpec] = {
-    "rt_prologue": LaunchSpec("rt_prologue", _ONE, _ONE),
-    "rt_record": LaunchSpec("rt_record", record_grid, _T256),
-    "rt_copy": LaunchSpec("rt_copy", copy_grid, _T256),
+    "rt_prologue": LaunchSpec("rt_prologue", _ONE, _ONE, pdl=True),
+    "rt_record": LaunchSpec("rt_record", record_grid, _T256, pdl=True),
+    "rt_copy": LaunchSpec("rt_copy", copy_grid, _T256, pdl=True),
 }
 
 

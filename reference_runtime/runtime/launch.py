@@ -11,6 +11,7 @@ import numpy as np
 
 from reference_runtime.errors import ReferenceRuntimeError
 from reference_runtime.runtime.abi import slot_abis
+from reference_runtime.runtime.driver_launch import PreparedLaunch
 from reference_runtime.runtime.kernels import Env, LaunchSpec, SlotKernel
 from reference_runtime.runtime.plan import INTERNAL
 
@@ -59,10 +60,12 @@ def geometry(spec: LaunchSpec, env: Env) -> tuple[tuple[int, ...], tuple[int, ..
     return dims(spec.grid(env)), dims(spec.block(env)), int(spec.shared_bytes(env))  # type: ignore[arg-type]
 
 
-def launch(fn: Any, grid: tuple[int, ...], block: tuple[int, ...], shared: int, args: tuple[Any, ...]) -> None:
+def prepare(fn: Any, grid: tuple[int, ...], block: tuple[int, ...], shared: int, args: tuple[Any, ...],
+            pdl: bool) -> PreparedLaunch:
+    """``fn`` (from :func:`function`) ready to launch on any stream: ``prepared(stream.ptr)``."""
     if shared > 48 * 1024:
         fn.max_dynamic_shared_size_bytes = shared
-    fn(grid, block, args, shared_mem=shared)
+    return PreparedLaunch(fn.kernel.ptr, grid, block, shared, args, pdl)
 
 
 def run_slot(slot: str, kernel: SlotKernel, env: Env, args: Mapping[str, Any]) -> None:
@@ -77,5 +80,6 @@ def run_slot(slot: str, kernel: SlotKernel, env: Env, args: Mapping[str, Any]) -
         v = scratch if p.name == "scratch" else args[p.name]
         values.append(int(v.data.ptr) if isinstance(v, cupy.ndarray) else v)
     packed = pack(slot, values)
+    stream = cupy.cuda.get_current_stream().ptr
     for spec in kernel.launches:
-        launch(function(str(kernel.cubin), spec.kernel), *geometry(spec, env), packed)
+        prepare(function(str(kernel.cubin), spec.kernel), *geometry(spec, env), packed, spec.pdl)(stream)

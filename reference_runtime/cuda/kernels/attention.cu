@@ -284,10 +284,12 @@ __device__ void eb_attn_combine(EVALBOT_ATTN_ARGS) {
 }
 
 #define EB_ATTN(name, D, GT)                                                                                 \
-    extern "C" __global__ void __launch_bounds__(EB_ATTN_THREADS, 1) name##_partial(EVALBOT_ATTN_ARGS) {       \
+    extern "C" __global__ void __launch_bounds__(EB_ATTN_THREADS, 1) name##_partial(EVALBOT_ATTN_ARGS) { \
+        EVALBOT_GRID_ENTER(); \
         eb_attn_partial<D, GT>(q, k_cache, v_cache, out, scratch, pos, n_head, n_head_kv, n_ctx, n_swa, scale); \
     }                                                                                                        \
-    extern "C" __global__ void __launch_bounds__(EB_ATTN_COMBINE_THREADS) name##_combine(EVALBOT_ATTN_ARGS) {                                           \
+    extern "C" __global__ void __launch_bounds__(EB_ATTN_COMBINE_THREADS) name##_combine(EVALBOT_ATTN_ARGS) { \
+        EVALBOT_GRID_ENTER(); \
         eb_attn_combine<D>(q, k_cache, v_cache, out, scratch, pos, n_head, n_head_kv, n_ctx, n_swa, scale);  \
     }
 

@@ -17,7 +17,7 @@ __device__ __forceinline__ void eb_embed(const void* table, const int* token, fl
 }
 
 #define EB_EMBED(name, Q) \
-    extern "C" __global__ void embed_##name(EVALBOT_EMBED_ARGS) { eb_embed<Q>(table, token, out, n_embd, n_vocab, scale); }
+    extern "C" __global__ void embed_##name(EVALBOT_EMBED_ARGS) { EVALBOT_GRID_ENTER(); eb_embed<Q>(table, token, out, n_embd, n_vocab, scale); }
 
 EB_EMBED(q4_k, EbQ4K)
 EB_EMBED(q6_k, EbQ6K)

@@ -22,10 +22,12 @@ __device__ __forceinline__ void eb_gemv(const void* w, const float* x, float* y,
 }
 
 #define EB_GEMV(name, Q)                                                                             \
-    extern "C" __global__ void __launch_bounds__(EB_GEMV_THREADS) gemv_##name(EVALBOT_GEMV_ARGS) {   \
+    extern "C" __global__ void __launch_bounds__(EB_GEMV_THREADS) gemv_##name(EVALBOT_GEMV_ARGS) { \
+        EVALBOT_GRID_ENTER(); \
         eb_gemv<Q>(w, x, y, n_rows, n_cols, 0.0f);                                                   \
     }                                                                                                \
     extern "C" __global__ void __launch_bounds__(EB_GEMV_THREADS) lm_head_##name(EVALBOT_LM_HEAD_ARGS) { \
+        EVALBOT_GRID_ENTER(); \
         eb_gemv<Q>(w, x, logits, n_vocab, n_embd, softcap);                                          \
     }
 

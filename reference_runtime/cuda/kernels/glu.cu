@@ -14,5 +14,5 @@ __device__ __forceinline__ void eb_glu(const float* gate, const float* up, float
     reinterpret_cast<float4*>(y)[i] = r;
 }
 
-extern "C" __global__ void glu_swiglu(EVALBOT_GLU_ARGS) { eb_glu<false>(gate, up, y, n_ff); }
-extern "C" __global__ void glu_geglu(EVALBOT_GLU_ARGS) { eb_glu<true>(gate, up, y, n_ff); }
+extern "C" __global__ void glu_swiglu(EVALBOT_GLU_ARGS) { EVALBOT_GRID_ENTER(); eb_glu<false>(gate, up, y, n_ff); }
+extern "C" __global__ void glu_geglu(EVALBOT_GLU_ARGS) { EVALBOT_GRID_ENTER(); eb_glu<true>(gate, up, y, n_ff); }

@@ -7,6 +7,7 @@
 constexpr int EB_MAX_EXPERTS = 1024;
 
 extern "C" __global__ void moe_router_topk(EVALBOT_MOE_ROUTER_ARGS) {
+    EVALBOT_GRID_ENTER();
     __shared__ float z[EB_MAX_EXPERTS];
     __shared__ int chosen[64];
     __shared__ float chosen_z[64];
@@ -105,16 +106,19 @@ __device__ void eb_moe_down(EVALBOT_MOE_FFN_ARGS) {
 }
 
 extern "C" __global__ void __launch_bounds__(EB_MOE_THREADS) moe_ffn_swiglu_gate_up(EVALBOT_MOE_FFN_ARGS) {
+    EVALBOT_GRID_ENTER();
     eb_moe_gate_up<false>(x, ids, weights, w_gate, w_up, w_down, stride_gate, stride_up, stride_down, type_gate,
                           type_up, type_down, out, scratch, n_embd, n_ff_exp, n_expert, n_expert_used);
 }
 
 extern "C" __global__ void __launch_bounds__(EB_MOE_THREADS) moe_ffn_geglu_gate_up(EVALBOT_MOE_FFN_ARGS) {
+    EVALBOT_GRID_ENTER();
     eb_moe_gate_up<true>(x, ids, weights, w_gate, w_up, w_down, stride_gate, stride_up, stride_down, type_gate,
                          type_up, type_down, out, scratch, n_embd, n_ff_exp, n_expert, n_expert_used);
 }
 
 extern "C" __global__ void __launch_bounds__(EB_MOE_THREADS) moe_ffn_down(EVALBOT_MOE_FFN_ARGS) {
+    EVALBOT_GRID_ENTER();
     eb_moe_down(x, ids, weights, w_gate, w_up, w_down, stride_gate, stride_up, stride_down, type_gate, type_up,
                 type_down, out, scratch, n_embd, n_ff_exp, n_expert, n_expert_used);
 }

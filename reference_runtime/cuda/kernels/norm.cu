@@ -19,9 +19,10 @@ __device__ __forceinline__ void eb_rmsnorm(EVALBOT_RMSNORM_ARGS) {
         reinterpret_cast<float4*>(y)[i] = eb_scale4(x4[i], inv, reinterpret_cast<const float4*>(w)[i]);
 }
 
-extern "C" __global__ void rmsnorm(EVALBOT_RMSNORM_ARGS) { eb_rmsnorm(x, w, y, n_embd, eps); }
+extern "C" __global__ void rmsnorm(EVALBOT_RMSNORM_ARGS) { EVALBOT_GRID_ENTER(); eb_rmsnorm(x, w, y, n_embd, eps); }
 
 extern "C" __global__ void rmsnorm_residual(EVALBOT_RMSNORM_RESIDUAL_ARGS) {
+    EVALBOT_GRID_ENTER();
     const int n4 = n_embd / 4;
     float4* h4 = reinterpret_cast<float4*>(h);
     float ss = 0.0f;
@@ -38,6 +39,7 @@ extern "C" __global__ void rmsnorm_residual(EVALBOT_RMSNORM_RESIDUAL_ARGS) {
 }
 
 extern "C" __global__ void rmsnorm_post_add(EVALBOT_RMSNORM_POST_ADD_ARGS) {
+    EVALBOT_GRID_ENTER();
     const int n4 = n_embd / 4;
     const float4* x4 = reinterpret_cast<const float4*>(x);
     float ss = 0.0f;

@@ -9,6 +9,7 @@
 constexpr int EB_MAX_HEAD_DIM = 1024;
 
 extern "C" __global__ void qk_norm_rope(EVALBOT_QK_NORM_ROPE_ARGS) {
+    EVALBOT_GRID_ENTER();
     __shared__ float row[EB_MAX_HEAD_DIM];
     int head = blockIdx.x;
     float* x;
@@ -57,6 +58,7 @@ extern "C" __global__ void qk_norm_rope(EVALBOT_QK_NORM_ROPE_ARGS) {
 
 /* kv_append: one block per KV head, half2 stores. */
 extern "C" __global__ void kv_append(EVALBOT_KV_APPEND_ARGS) {
+    EVALBOT_GRID_ENTER();
     const int p = *pos;
     if (p >= n_ctx) return;
     const int h = blockIdx.x;
