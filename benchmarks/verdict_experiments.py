@@ -36,7 +36,7 @@ from reference_runtime.runtime.compile import DEFAULT_FLAGS, compile_cubin
 from reference_runtime.runtime.decode import DecodeRuntime, device_arch
 from reference_runtime.runtime.device import DeviceModel
 from reference_runtime.runtime.kernels import Const, LaunchSpec, SlotKernel, norm_block
-from reference_runtime.runtime.launch import function, geometry, launch, pack
+from reference_runtime.runtime.launch import function, geometry, pack, prepare
 
 SPIN_SOURCE = Path(__file__).parent / "data" / "rmsnorm_spin.cu"
 POLICY = load_policy()
@@ -45,7 +45,7 @@ POLICY = load_policy()
 def spin_kernel(ns: int) -> SlotKernel:
     flags = (*DEFAULT_FLAGS, f"-DSPIN_NS={ns}")
     cubin = compile_cubin(SPIN_SOURCE, device_arch(), flags=flags)
-    return SlotKernel(cubin, (LaunchSpec("rmsnorm_spin", Const((1,)), norm_block),), origin="candidate")
+    return SlotKernel(cubin, (LaunchSpec("rmsnorm_spin", Const((1,)), norm_block, pdl=True),), origin="candidate")
 
 
 def kernel_us(kernel: SlotKernel, n_embd: int, reps: int = 2000) -> float:
@@ -57,10 +57,11 @@ def kernel_us(kernel: SlotKernel, n_embd: int, reps: int = 2000) -> float:
     fn = function(str(kernel.cubin), spec.kernel)
     args = pack("rmsnorm", [x.data.ptr, w.data.ptr, y.data.ptr, n_embd, 1e-6])
     stream = cupy.cuda.Stream(non_blocking=True)
+    prepared = prepare(fn, *geometry(spec, env), args, spec.pdl)
     with stream:
         stream.begin_capture()
         for _ in range(reps):
-            launch(fn, *geometry(spec, env), args)
+            prepared(stream.ptr)
         graph = stream.end_capture()
     graph.launch(stream)
     start, stop = cupy.cuda.Event(), cupy.cuda.Event()

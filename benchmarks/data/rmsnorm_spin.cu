@@ -14,6 +14,7 @@ __device__ __forceinline__ unsigned long long eb_globaltimer() {
 }
 
 extern "C" __global__ void rmsnorm_spin(EVALBOT_RMSNORM_ARGS) {
+    EVALBOT_GRID_ENTER();  // launched like the baseline (pdl): the spin is the only difference
     eb_rmsnorm(x, w, y, n_embd, eps);
     if (threadIdx.x == 0) {
         const unsigned long long t0 = eb_globaltimer();
