@@ -4,5 +4,5 @@
 #include "kernels/attention.cu"
 
 extern "C" __global__ void __launch_bounds__(EB_ATTN_THREADS, 1) attn_swa_off_by_one_partial(EVALBOT_ATTN_ARGS) {
-    eb_attn_partial<256, 8>(q, k_cache, v_cache, out, scratch, pos, n_head, n_head_kv, n_ctx, n_swa + 1, scale);
+    eb_attn_partial_for<256, 8>(q, k_cache, v_cache, out, scratch, pos, n_head, n_head_kv, n_ctx, n_swa + 1, scale);
 }
