@@ -136,7 +136,7 @@ def eval_command(
         cand = mirror.export(sha, Path(tmp) / "candidate")
         if build_only:
             with _phases() as say:
-                report = build_only_tree(cfg, cand, arch or "sm_90", say)  # type: ignore[arg-type]
+                report = build_only_tree(cfg, cand, arch or "sm_90", say, sha)  # type: ignore[arg-type]
             if json_out:
                 json_out.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
             if report.ok:

@@ -137,13 +137,15 @@ class Outcome:
     build: BuildReport | None
 
 
-def _build(tree: Path, config: Config, arch: str, say: Progress) -> BuildReport:
-    return build_tree(tree, config, arch, progress=say)
+def _build(tree: Path, config: Config, arch: str, say: Progress, commit: str | None) -> BuildReport:
+    # An exported tree lives under the cache; reasons and verdicts name its commit instead.
+    return build_tree(tree, config, arch, progress=say, name=commit[:12] if commit else None)
 
 
-def build_only(config: Config, candidate: Path, arch: str, progress: Progress | None = None) -> BuildReport:
+def build_only(config: Config, candidate: Path, arch: str, progress: Progress | None = None,
+               commit: str | None = None) -> BuildReport:
     """`evalbot eval --build-only`: the candidate's build and manifest checks, no GPU needed."""
-    return _build(candidate, config, arch, progress or (lambda _msg: None))
+    return _build(candidate, config, arch, progress or (lambda _msg: None), commit)
 
 
 def evaluate_trees(config: Config, candidate: Path, frontier: Path | None, commits: verdict_doc.Commits, *,
@@ -159,7 +161,7 @@ def evaluate_trees(config: Config, candidate: Path, frontier: Path | None, commi
     arch = device_arch()
 
     say(f"build candidate ({arch})")
-    report = _build(candidate, config, arch, say)
+    report = _build(candidate, config, arch, say, commits.candidate)
     gpu, driver = _gpu_identity()
     models = basket_models(config)
     identities: list[verdict_doc.ModelIdentity] = []
@@ -177,7 +179,7 @@ def evaluate_trees(config: Config, candidate: Path, frontier: Path | None, commi
     front_kernels: Mapping[str, Any] = {}
     if frontier is not None:
         say("build frontier")
-        front_report = _build(frontier, config, arch, say)
+        front_report = _build(frontier, config, arch, say, commits.frontier)
         if not front_report.ok:
             raise EvalbotError(f"the frontier tree does not build here: {front_report.reasons[0]}")
         front_kernels = slot_kernels(load_manifest(frontier), front_report, "frontier")

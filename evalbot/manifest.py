@@ -100,10 +100,10 @@ class Manifest:
     slots: Mapping[str, SlotOverride]
 
 
-def load_manifest(root: Path) -> Manifest:
-    """Read and validate ``root/kernels.toml``."""
+def load_manifest(root: Path, label: str | None = None) -> Manifest:
+    """Read and validate ``root/kernels.toml``; errors name it ``label`` (default: its path)."""
     root = Path(root)
-    label = str(root / MANIFEST_NAME)
+    label = label or str(root / MANIFEST_NAME)
     path = resolve_in_tree(root, MANIFEST_NAME, lambda msg: ManifestError(f"{label}: {msg}"))
     if not path.is_file():
         raise ManifestError(f"{label}: not a regular file")

@@ -249,3 +249,21 @@ def test_eval_build_only_on_the_example_repo(tmp_path: Path):
     bad = subprocess.run([sys.executable, "-m", "evalbot", "eval", "broken", "--repo", str(repo), "--build-only"],
                          capture_output=True, text=True, env=env, timeout=300)
     assert bad.returncode == 1 and "rows_per_blok" in bad.stdout and "slot gemv_q4_k" in bad.stdout
+    # Reasons and reports name the commit, never the exported tree's place in the cache.
+    faster = subprocess.run(["git", "-C", str(repo), "rev-parse", "faster"], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    report = json.loads((tmp_path / "ok.json").read_text())
+    assert report["tree"] == faster[:12] and all("/" not in s["cubin"] for s in report["slots"])
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "checkout", "-q", "-b", "typo", "faster"], check=True)
+    manifest = repo / "kernels.toml"
+    manifest.write_text(manifest.read_text().replace("[slots.gemv_q4_k]", "[slots.gemv_q4_kk]", 1))
+    subprocess.run([*git, "commit", "-qam", "typo"], check=True)
+    typo = subprocess.run(["git", "-C", str(repo), "rev-parse", "typo"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    malformed = subprocess.run([sys.executable, "-m", "evalbot", "eval", "typo", "--repo", str(repo), "--build-only"],
+                               capture_output=True, text=True, env=env, timeout=300)
+    out = " ".join(malformed.stdout.split())  # rich wraps long lines
+    assert malformed.returncode == 1, malformed.stdout + malformed.stderr
+    assert f"{typo[:12]}:kernels.toml: slot gemv_q4_kk" in out and "did you mean 'gemv_q4_k'" in out, out
+    assert str(tmp_path / "cache") not in out

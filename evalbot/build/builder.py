@@ -25,7 +25,7 @@ from evalbot.build.nvcc import check_arch, compile_argv
 from evalbot.build.staging import ABI_DIR, stage_slot
 from evalbot.build.verdict import BuildReport, SlotBuild
 from evalbot.config import BuildConfig, Config
-from evalbot.manifest import Manifest, ManifestError, SlotOverride, load_manifest
+from evalbot.manifest import MANIFEST_NAME, Manifest, ManifestError, SlotOverride, load_manifest
 from reference_runtime.runtime.abi import slot_abis
 
 MAX_CUBIN_BYTES = 64 * 2**20
@@ -34,8 +34,10 @@ Progress = Callable[[str], None]
 
 
 def build_tree(tree: Path, config: Config, arch: str, *, backend: Backend | None = None,
-               use_cache: bool = True, progress: Progress | None = None) -> BuildReport:
-    """Build the slots ``tree/kernels.toml`` overrides for ``arch`` (e.g. ``sm_90``).
+               use_cache: bool = True, progress: Progress | None = None, name: str | None = None) -> BuildReport:
+    """Build the slots ``tree/kernels.toml`` overrides for ``arch`` (e.g. ``sm_90``). ``name``: what
+    reasons and the report call the tree (default: its path), e.g. a commit for an exported tree
+    whose cache path means nothing to the reader of a verdict.
 
     Slots whose compiles are identical (same source, includes and flags: several slots served by
     one translation unit) share one compile and one cache entry.
@@ -47,10 +49,10 @@ def build_tree(tree: Path, config: Config, arch: str, *, backend: Backend | None
 
     def report(slots: tuple[SlotBuild, ...], reasons: tuple[str, ...], toolchain: str = "") -> BuildReport:
         return BuildReport(Path(tree), arch, backend.name, backend.sandboxed, toolchain, slots, reasons,
-                           time.monotonic() - started)
+                           time.monotonic() - started, name or str(tree))
 
     try:
-        manifest = load_manifest(Path(tree))
+        manifest = load_manifest(Path(tree), f"{name}:{MANIFEST_NAME}" if name else None)
     except ManifestError as exc:
         return report((), (str(exc),))
     toolchain = backend.toolchain()

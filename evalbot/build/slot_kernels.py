@@ -36,7 +36,7 @@ class ExprSize:
 def slot_kernels(manifest: Manifest, report: BuildReport, origin: str) -> dict[str, SlotKernel]:
     """The overrides of a build whose every slot succeeded (``report.ok``)."""
     if not report.ok:
-        raise EvalbotError(f"cannot load a failed build of {report.tree}: {report.reasons[0]}")
+        raise EvalbotError(f"cannot load a failed build of {report.name or report.tree}: {report.reasons[0]}")
     cubins = report.cubins()
     table: dict[str, SlotKernel] = {}
     for slot, override in manifest.slots.items():

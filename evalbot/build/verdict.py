@@ -23,7 +23,7 @@ class SlotBuild:
     def to_dict(self) -> dict[str, Any]:
         return {
             "slot": self.slot, "ok": self.ok, "cached": self.cached, "seconds": round(self.seconds, 3),
-            "cubin": str(self.cubin) if self.cubin else None, "kernels": list(self.kernels),
+            "cubin": self.cubin.name if self.cubin else None, "kernels": list(self.kernels),
             "reason": self.reason, "log": diagnostics.trim(self.log) if not self.ok else "",
         }
 
@@ -38,6 +38,7 @@ class BuildReport:
     slots: tuple[SlotBuild, ...]
     reasons: tuple[str, ...]  # every REJECT reason: manifest errors, then failed slots in order
     seconds: float
+    name: str = ""  # the tree as reports show it (a commit, or the path)
 
     @property
     def ok(self) -> bool:
@@ -52,7 +53,8 @@ class BuildReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "label": self.label, "reasons": list(self.reasons), "tree": str(self.tree), "arch": self.arch,
+            "label": self.label, "reasons": list(self.reasons), "tree": self.name or str(self.tree),
+            "arch": self.arch,
             "backend": self.backend, "sandboxed": self.sandboxed, "toolchain": self.toolchain,
             "seconds": round(self.seconds, 3), "slots": [s.to_dict() for s in self.slots],
         }
