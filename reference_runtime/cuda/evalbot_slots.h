@@ -36,8 +36,9 @@
  *   than reading weights (shape arguments and weight pointers may be used before it): it returns
  *   once every earlier launch has finished and its writes are visible. EVALBOT_GRID_LAUNCH_NEXT()
  *   lets the next launch be scheduled once every block of this one has executed it; call it after
- *   the wait. A kernel that does neither runs as if launched without PDL and is correct either way;
- *   declaring pdl without waiting races with the previous launch and fails the gates.
+ *   the wait. A launch not declared pdl starts after the previous one has finished, whatever its
+ *   code does. Declaring pdl without waiting first races with the previous launch: the results are
+ *   wrong or vary from run to run, and the gates REJECT them.
  *
  * KV CACHE. Per layer two fp16 arrays k_cache and v_cache of [n_head_kv][n_ctx][head_dim]
  * (head-major: one KV head's keys are contiguous, position p of head h at ((h * n_ctx) + p) *
