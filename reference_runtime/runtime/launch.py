@@ -3,6 +3,7 @@ tests use the same packing, so a test exercises exactly the launches a graph cap
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -60,11 +61,18 @@ def geometry(spec: LaunchSpec, env: Env) -> tuple[tuple[int, ...], tuple[int, ..
     return dims(spec.grid(env)), dims(spec.block(env)), int(spec.shared_bytes(env))  # type: ignore[arg-type]
 
 
+@functools.cache
+def _device_has_pdl(device: int) -> bool:
+    return int(cupy.cuda.Device(device).compute_capability) >= 90  # griddepcontrol: sm_90 and later
+
+
 def prepare(fn: Any, grid: tuple[int, ...], block: tuple[int, ...], shared: int, args: tuple[Any, ...],
             pdl: bool) -> PreparedLaunch:
-    """``fn`` (from :func:`function`) ready to launch on any stream: ``prepared(stream.ptr)``."""
+    """``fn`` (from :func:`function`) ready to launch on any stream: ``prepared(stream.ptr)``. ``pdl``
+    is dropped on GPUs older than sm_90, where the kernels' waits compile to nothing."""
     if shared > 48 * 1024:
         fn.max_dynamic_shared_size_bytes = shared
+    pdl = pdl and _device_has_pdl(cupy.cuda.Device().id)
     return PreparedLaunch(fn.kernel.ptr, grid, block, shared, args, pdl)
 
 
