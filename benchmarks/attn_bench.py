@@ -18,6 +18,7 @@ import numpy as np
 
 from reference_runtime.runtime.compile import compile_cubin
 from reference_runtime.runtime.decode import device_arch, device_sm_count
+from reference_runtime.runtime.driver_launch import PreparedLaunch
 from reference_runtime.runtime.kernels import (
     Const,
     LaunchSpec,
@@ -26,7 +27,7 @@ from reference_runtime.runtime.kernels import (
     attn_scratch,
     kernel_source,
 )
-from reference_runtime.runtime.launch import function, geometry, pack, prepare
+from reference_runtime.runtime.launch import capture_repeated, function, geometry, pack, prepare, replay_us
 
 # (label, slot, n_head, n_head_kv, head_dim, n_swa)
 LAYERS = (
@@ -40,22 +41,9 @@ POSITIONS = (128, 4096, 16384)
 N_CTX = 16384 + 512
 
 
-def graph_us(launch, stream: cupy.cuda.Stream, reps: int) -> float:
-    with stream:
-        stream.begin_capture()
-        for _ in range(reps):
-            launch(stream.ptr)
-        graph = stream.end_capture()
-    graph.launch(stream)
-    times = []
-    for _ in range(7):
-        start, stop = cupy.cuda.Event(), cupy.cuda.Event()
-        start.record(stream)
-        graph.launch(stream)
-        stop.record(stream)
-        stop.synchronize()
-        times.append(cupy.cuda.get_elapsed_time(start, stop) * 1e3 / reps)
-    return statistics.median(times)
+def own_us(launch: PreparedLaunch, stream: cupy.cuda.Stream, reps: int) -> float:
+    graph = capture_repeated([launch], reps, stream)
+    return statistics.median(replay_us(graph, stream, reps) for _ in range(7))
 
 
 def main() -> None:
@@ -94,7 +82,7 @@ def main() -> None:
         for p in POSITIONS:
             pos.fill(p)
             cupy.cuda.Device().synchronize()
-            t = {part: graph_us(fn, stream, args.reps) for part, fn in launches.items()}
+            t = {part: own_us(fn, stream, args.reps) for part, fn in launches.items()}
             print(f"  {label:>17} pos {p:>5}: partial {t['partial']:6.2f} us  combine {t['combine']:6.2f} us "
                   f"(grid {n_head_kv}x{splits})", flush=True)
 

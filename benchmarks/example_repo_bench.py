@@ -39,7 +39,7 @@ from evalbot.policy import load_policy
 from harness import kernel_gates as kg
 from reference_runtime.runtime.decode import device_arch, device_sm_count
 from reference_runtime.runtime.kernels import SlotKernel, baseline_kernels
-from reference_runtime.runtime.launch import function, geometry, pack, prepare
+from reference_runtime.runtime.launch import capture_repeated, function, geometry, pack, prepare, replay_us
 
 QT = gguf.GGMLQuantizationType
 # gemv_q4_k launches per decode step, by (n_rows, n_cols), of the pinned basket models
@@ -95,29 +95,12 @@ class Timer:
         fn = function(str(kernel.cubin), spec.kernel)
         grid, block, shared = geometry(spec, {"n_rows": rows, "n_cols": cols, "n_sm": n_sm})
         argsets = [pack(SLOT, [w.data.ptr, self.x.data.ptr, self.y.data.ptr, rows, cols]) for w in self.weights]
-        self.stream = stream
-        with stream:
-            launches = [prepare(fn, grid, block, shared, args, spec.pdl) for args in argsets]
-            for each in launches:  # warm-up outside the capture (module load, first-launch costs)
-                each(stream.ptr)
-            stream.synchronize()
-            stream.begin_capture()
-            try:
-                for i in range(reps):
-                    launches[i % copies](stream.ptr)
-            finally:
-                self.graph = stream.end_capture()
-        self.reps = reps
-        self.graph.launch(stream)
-        stream.synchronize()
+        self.stream, self.reps = stream, reps
+        launches = [prepare(fn, grid, block, shared, args, spec.pdl) for args in argsets]
+        self.graph = capture_repeated(launches, reps, stream)
 
     def us_per_launch(self) -> float:
-        start, stop = cupy.cuda.Event(), cupy.cuda.Event()
-        start.record(self.stream)
-        self.graph.launch(self.stream)
-        stop.record(self.stream)
-        stop.synchronize()
-        return cupy.cuda.get_elapsed_time(start, stop) * 1e3 / self.reps
+        return replay_us(self.graph, self.stream, self.reps)
 
 
 def speed(kernels: dict[str, SlotKernel], shapes: list[tuple[int, int]], reps: int, rounds: int, cold: bool,

@@ -36,7 +36,7 @@ from reference_runtime.runtime.compile import DEFAULT_FLAGS, compile_cubin
 from reference_runtime.runtime.decode import DecodeRuntime, device_arch
 from reference_runtime.runtime.device import DeviceModel
 from reference_runtime.runtime.kernels import Const, LaunchSpec, SlotKernel, norm_block
-from reference_runtime.runtime.launch import function, geometry, pack, prepare
+from reference_runtime.runtime.launch import capture_repeated, function, geometry, pack, prepare, replay_us
 
 SPIN_SOURCE = Path(__file__).parent / "data" / "rmsnorm_spin.cu"
 POLICY = load_policy()
@@ -57,22 +57,8 @@ def kernel_us(kernel: SlotKernel, n_embd: int, reps: int = 2000) -> float:
     fn = function(str(kernel.cubin), spec.kernel)
     args = pack("rmsnorm", [x.data.ptr, w.data.ptr, y.data.ptr, n_embd, 1e-6])
     stream = cupy.cuda.Stream(non_blocking=True)
-    prepared = prepare(fn, *geometry(spec, env), args, spec.pdl)
-    with stream:
-        stream.begin_capture()
-        for _ in range(reps):
-            prepared(stream.ptr)
-        graph = stream.end_capture()
-    graph.launch(stream)
-    start, stop = cupy.cuda.Event(), cupy.cuda.Event()
-    times = []
-    for _ in range(5):
-        start.record(stream)
-        graph.launch(stream)
-        stop.record(stream)
-        stop.synchronize()
-        times.append(cupy.cuda.get_elapsed_time(start, stop) * 1e3 / reps)
-    return statistics.median(times)
+    graph = capture_repeated([prepare(fn, *geometry(spec, env), args, spec.pdl)], reps, stream)
+    return statistics.median(replay_us(graph, stream, reps) for _ in range(5))
 
 
 class Bench:

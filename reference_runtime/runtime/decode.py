@@ -45,11 +45,7 @@ def device_sm_count() -> int:
 class Launch:
     op: Op
     kernel: str
-    grid: tuple[int, ...]
-    block: tuple[int, ...]
-    shared_bytes: int
-    args: tuple[Any, ...]  # NumPy scalars: pointers as uint64, ints, floats
-    prepared: PreparedLaunch
+    prepared: PreparedLaunch  # geometry and arguments, packed
 
 
 class DecodeRuntime:
@@ -130,9 +126,8 @@ class DecodeRuntime:
             specs = [(internal, INTERNAL_LAUNCHES[op.name])] if op.internal else \
                 [(str(self.kernels[op.name].cubin), spec) for spec in self.kernels[op.name].launches]
             for cubin, spec in specs:
-                grid, block, shared = geometry(spec, env)
-                prepared = prepare(function(cubin, spec.kernel), grid, block, shared, args, self.pdl and spec.pdl)
-                launches.append(Launch(op, spec.kernel, grid, block, shared, args, prepared))
+                prepared = prepare(function(cubin, spec.kernel), *geometry(spec, env), args, self.pdl and spec.pdl)
+                launches.append(Launch(op, spec.kernel, prepared))
         return launches
 
     # -- running ----------------------------------------------------------------------------------

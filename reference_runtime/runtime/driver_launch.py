@@ -64,11 +64,12 @@ class PreparedLaunch:
         self._config = _Config(grid=_padded(grid), block=_padded(block), shared_bytes=shared_bytes,
                                attrs=ctypes.pointer(self._attr), n_attrs=1 if pdl else 0)
         self._function = ctypes.c_void_p(function_ptr)
+        self._config_ref = ctypes.byref(self._config)
+        self._launch = _driver().cuLaunchKernelEx
         self.pdl = pdl
 
     def __call__(self, stream_ptr: int) -> None:
         self._config.stream = stream_ptr
-        lib = _driver()
-        code = lib.cuLaunchKernelEx(ctypes.byref(self._config), self._function, self._params, None)
+        code = self._launch(self._config_ref, self._function, self._params, None)
         if code != 0:
-            raise DriverLaunchError(f"cuLaunchKernelEx failed: {_error_name(lib, code)}")
+            raise DriverLaunchError(f"cuLaunchKernelEx failed: {_error_name(_driver(), code)}")

@@ -4,7 +4,7 @@ tests use the same packing, so a test exercises exactly the launches a graph cap
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import cupy
@@ -74,6 +74,33 @@ def prepare(fn: Any, grid: tuple[int, ...], block: tuple[int, ...], shared: int,
         fn.max_dynamic_shared_size_bytes = shared
     pdl = pdl and _device_has_pdl(cupy.cuda.Device().id)
     return PreparedLaunch(fn.kernel.ptr, grid, block, shared, args, pdl)
+
+
+def capture_repeated(launches: Sequence[PreparedLaunch], reps: int, stream: cupy.cuda.Stream) -> Any:
+    """One CUDA graph of ``reps`` back-to-back launches cycling through ``launches``, replayed once
+    (module load and first-launch costs stay out of what is timed)."""
+    with stream:
+        for each in launches:
+            each(stream.ptr)
+        stream.begin_capture()
+        try:
+            for i in range(reps):
+                launches[i % len(launches)](stream.ptr)
+        finally:
+            graph = stream.end_capture()
+    graph.launch(stream)
+    stream.synchronize()
+    return graph
+
+
+def replay_us(graph: Any, stream: cupy.cuda.Stream, reps: int) -> float:
+    """Microseconds per launch of one replay of a :func:`capture_repeated` graph, by CUDA events."""
+    start, stop = cupy.cuda.Event(), cupy.cuda.Event()
+    start.record(stream)
+    graph.launch(stream)
+    stop.record(stream)
+    stop.synchronize()
+    return cupy.cuda.get_elapsed_time(start, stop) * 1e3 / reps
 
 
 def run_slot(slot: str, kernel: SlotKernel, env: Env, args: Mapping[str, Any]) -> None:
