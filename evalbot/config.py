@@ -51,6 +51,8 @@ class GithubConfig:
     status_context: str = "evalbot"
     # Evaluations of one commit that may die (crash, killed bot) before it is marked failed.
     max_attempts: int = 3
+    # Delay before retrying a transient evaluation failure; doubles per attempt (capped at 15 min).
+    retry_backoff_s: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,8 @@ class LedgerConfig:
 @dataclass(frozen=True)
 class BuildConfig:
     backend: str = field(default="docker", metadata=_choices("docker", "local"))
+    # The local backend has no sandbox: `evalbot watch` runs it on untrusted PRs only when this is true.
+    allow_unsandboxed: bool = False
     image: str = "nvidia/cuda:13.0.1-devel-ubuntu24.04"
     cpus: float = 2.0
     memory_mb: int = 4096
