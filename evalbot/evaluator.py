@@ -26,7 +26,7 @@ from evalbot.build.slot_kernels import slot_kernels
 from evalbot.build.verdict import BuildReport
 from evalbot.config import Config
 from evalbot.errors import EvalbotError
-from evalbot.fetch import Mirror
+from evalbot.fetch import CommitRejected, FetchError, Mirror
 from evalbot.manifest import load_manifest
 from evalbot.pipeline import Cancelled, Job, ModelResult, Verdict
 from evalbot.policy import Decision, Policy, gate_limits, label, load_policy, sampling_rule
@@ -282,19 +282,33 @@ class WatchEvaluator:
 
     def evaluate(self, job: Job, cancel: threading.Event) -> Verdict:
         mirror = Mirror(self.config.cache_dir, job.clone_url, timeout_s=self.config.build.fetch_timeout_s)
-        mirror.fetch_commit(job.sha, refs=(job.fetch_ref,))
+        try:
+            outcome = self._evaluate(mirror, job, cancel)
+        finally:
+            # Keep what later jobs start from; a PR's own objects are fetched again should it come back.
+            mirror.prune({s for s in (job.baseline_sha, job.base_sha, job.sha if job.kind == "base" else None) if s})
+        return to_pipeline_verdict(outcome, self.policy)
+
+    def _evaluate(self, mirror: Mirror, job: Job, cancel: threading.Event) -> Outcome:
+        base = f"refs/heads/{job.base_ref}"
+        if job.kind == "pr":  # the base first: the PR head's fetch, capped as the PR's, brings only its own objects
+            mirror.fetch_commit(job.base_sha, refs=(base,))
+        # The candidate's tree or fetch over the caps is a CommitRejected: a REJECT (evalbot.faults).
+        mirror.fetch_commit(job.sha, refs=(job.fetch_ref,), contributor=job.kind == "pr")
         scratch = self.config.cache_dir / "trees"
         scratch.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=scratch) as tmp:
             cand = mirror.export(job.sha, Path(tmp) / "candidate")
             front = None
             if job.baseline_sha:
-                mirror.fetch_commit(job.baseline_sha, refs=(f"refs/heads/{job.base_ref}",))
-                front = mirror.export(job.baseline_sha, Path(tmp) / "frontier")
+                try:
+                    mirror.fetch_commit(job.baseline_sha, refs=(base,))
+                    front = mirror.export(job.baseline_sha, Path(tmp) / "frontier")
+                except CommitRejected as exc:  # the frontier's size is not this candidate's fault
+                    raise FetchError(f"the frontier {job.baseline_sha[:12]}: {exc}") from None
             _check_cancel(cancel)
             commits = verdict_doc.Commits(job.repo, job.sha, job.baseline_sha, job.pr_number)
-            outcome = evaluate_trees(self.config, cand, front, commits, policy=self.policy, cancel=cancel)
-        return to_pipeline_verdict(outcome, self.policy)
+            return evaluate_trees(self.config, cand, front, commits, policy=self.policy, cancel=cancel)
 
 
 def to_pipeline_verdict(outcome: Outcome, policy: Policy) -> Verdict:

@@ -87,3 +87,16 @@ def copy_ref(src: Path, src_ref: str, dst: Path, dst_ref: str) -> None:
 def parent_of(repo: Path, sha: str) -> str | None:
     line = git(repo, "rev-list", "--parents", "-n", "1", sha).split()
     return line[1] if len(line) > 1 else None
+
+
+def tree_bomb(repo: Path, levels: int, width: int, blob: str = "x\n", parent: str | None = None) -> str:
+    """Write a commit of a few hundred bytes whose tree expands to ``width ** levels`` files: each
+    level is one tree of ``width`` entries that all name the level below (``git mktree``)."""
+    node = git(repo, "hash-object", "-w", "--stdin", stdin=blob)
+    kind, mode = "blob", "100644"
+    for _ in range(levels):
+        node = git(repo, "mktree", stdin="".join(f"{mode} {kind} {node}\td{i}\n" for i in range(width)))
+        kind, mode = "tree", "040000"
+    ident = {f"GIT_{who}_{what}": value for who in ("AUTHOR", "COMMITTER")
+             for what, value in (("NAME", "bomber"), ("EMAIL", "bomber@example.org"), ("DATE", "1700000000 +0000"))}
+    return git(repo, "commit-tree", node, *(["-p", parent] if parent else []), "-m", "bomb", env=ident)

@@ -1,11 +1,21 @@
+import io
 import os
 import stat
 import subprocess
+import tarfile
+import threading
 from pathlib import Path
 
 import pytest
+import standin_git as sgit
+from watch_support import BOT, world
 
-from evalbot.fetch import FetchError, Mirror
+from evalbot.config import Config, PathsConfig
+from evalbot.evaluator import WatchEvaluator
+from evalbot.faults import Fault, classify
+from evalbot.fetch import CommitRejected, FetchError, Mirror, TreeSize
+from evalbot.pipeline import Job
+from ledger.queue import State
 
 IDENT = {"GIT_AUTHOR_NAME": "c", "GIT_AUTHOR_EMAIL": "c@example.org",
          "GIT_COMMITTER_NAME": "c", "GIT_COMMITTER_EMAIL": "c@example.org"}
@@ -245,5 +255,183 @@ def test_oversized_tree_is_refused(tmp_path, upstream, monkeypatch):
     git(work, "push", "-q", str(bare), "HEAD:refs/heads/main")
     monkeypatch.setattr("evalbot.fetch.MAX_TREE_FILES", 10)
     mirror = Mirror(tmp_path / "cache", str(bare))
-    with pytest.raises(FetchError, match="tree is larger than 10 files"):
+    # 20 files, kernels.toml, src/ and src/a.cu: counted as git archive would write them.
+    with pytest.raises(CommitRejected, match=r"its tree has at least 11 paths; at most 10 are exported"):
         mirror.export(mirror.fetch(sha), tmp_path / "t")
+    assert not (tmp_path / "t").exists()  # refused before git archive ran
+    monkeypatch.setattr("evalbot.fetch.MAX_TREE_FILES", 23)
+    assert mirror.measure(sha) == TreeSize(paths=23, bytes=20 + 12 + 5, longest=len("kernels.toml"))
+    assert len(list(mirror.export(sha, tmp_path / "t").rglob("*"))) == 23
+
+
+# -- bounds: tree bombs, big trees, big fetches, pruning -------------------------------------------
+
+
+def _pushed(bare: Path, sha: str, branch: str) -> str:
+    git(bare, "update-ref", f"refs/heads/{branch}", sha)
+    return sha
+
+
+def test_tree_bomb_is_refused_before_archive_runs(tmp_path, upstream, monkeypatch):
+    bare, _, base = upstream
+    # 10 levels of 10 entries naming the level below: 10^10 files from 11 objects of < 400 bytes.
+    bomb = _pushed(bare, sgit.tree_bomb(bare, levels=10, width=10, parent=base), "bomb")
+    mirror = Mirror(tmp_path / "cache", str(bare))
+    assert mirror.fetch("bomb") == bomb
+    with pytest.raises(CommitRejected, match=r"commit [0-9a-f]{12}: its tree has at least [\d,]+ paths; at most "
+                                             r"50,000 are exported") as info:
+        mirror.export(bomb, tmp_path / "tree")
+    assert isinstance(info.value, FetchError) and info.value.contributor_fault is True
+    assert not (tmp_path / "tree").exists()
+    # With the caps out of the way the walk still finishes: one read per distinct tree, so it counts
+    # all 11,111,111,110 paths (files and directories) without expanding one of them.
+    monkeypatch.setattr("evalbot.fetch.MAX_TREE_FILES", 10**12)
+    monkeypatch.setattr("evalbot.fetch.MAX_TREE_BYTES", 10**12)
+    size = mirror.measure(bomb)
+    assert size == TreeSize(paths=sum(10**k for k in range(1, 11)), bytes=2 * 10**10, longest=10 * 3 - 1)
+
+
+def test_byte_bomb_of_one_shared_blob_is_refused(tmp_path, upstream):
+    bare, _, base = upstream
+    # 1 MiB of zeros fetches as a few KiB, but the export would write it 1,000 times (1000 MiB).
+    bomb = _pushed(bare, sgit.tree_bomb(bare, levels=3, width=10, blob="\0" * 2**20, parent=base), "bomb")
+    mirror = Mirror(tmp_path / "cache", str(bare))
+    mirror.fetch("bomb")
+    with pytest.raises(CommitRejected, match=r"its files hold at least [\d,]+ MiB; at most 512 MiB are exported"):
+        mirror.export(bomb, tmp_path / "tree")
+    assert not (tmp_path / "tree").exists()
+
+
+def test_names_and_paths_the_file_system_cannot_hold_are_refused(tmp_path, upstream):
+    bare, _, base = upstream
+    blob = sgit.git(bare, "hash-object", "-w", "--stdin", stdin="x\n")
+    long_name = sgit.git(bare, "mktree", stdin=f"100644 blob {blob}\t{'n' * 256}\n")
+    deep = sgit.git(bare, "mktree", stdin=f"100644 blob {blob}\tf\n")
+    for _ in range(20):  # 20 directories of 250-byte names: a 5,000-byte path
+        deep = sgit.git(bare, "mktree", stdin=f"040000 tree {deep}\t{'d' * 250}\n")
+    mirror = Mirror(tmp_path / "cache", str(bare))
+    for tree, needle in ((long_name, "a name in its tree is longer than 255 bytes"),
+                         (deep, "a path in its tree is longer than 4096 bytes")):
+        sha = _pushed(bare, git(bare, "commit-tree", tree, "-p", base, "-m", "long"), "long")
+        mirror.fetch("long")
+        with pytest.raises(CommitRejected, match=needle):
+            mirror.export(sha, tmp_path / "tree")
+
+
+def test_gitattributes_cannot_rewrite_or_hide_exported_files(tmp_path, upstream):
+    bare, work, _ = upstream
+    files = {".gitattributes": "* ident eol=crlf\nhidden.cu export-ignore\nsubst.cu export-subst\n",
+             "id.cu": "$Id$\nline\n", "hidden.cu": "// here\n", "subst.cu": "$Format:%H%n%B$\n"}
+    sha = commit_files(work, files, "attributes")
+    git(work, "push", "-q", str(bare), "HEAD:refs/heads/main")
+    # Control: plain git archive rewrites id.cu and subst.cu and drops hidden.cu.
+    plain = subprocess.run(["git", "-C", str(bare), "archive", sha], capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(plain)) as archive:
+        assert "hidden.cu" not in archive.getnames()
+        id_file = archive.extractfile("id.cu")
+        assert id_file is not None and id_file.read().startswith(b"$Id: ")
+    mirror = Mirror(tmp_path / "cache", str(bare))
+    tree = mirror.export(mirror.fetch(sha), tmp_path / "tree")
+    assert {name: (tree / name).read_bytes().decode() for name in files} == files
+    assert mirror.measure(sha).bytes == sum(len(text) for text in files.values()) + len("version = 1\n// a\n")
+
+
+def _random_blob_commit(work: Path, bare: Path, size: int, branch: str) -> str:
+    (work / "big.bin").write_bytes(os.urandom(size))  # incompressible: the pack is as large
+    sha = commit_files(work, {}, "big")
+    git(work, "push", "-q", str(bare), f"HEAD:refs/heads/{branch}")
+    return sha
+
+
+def _object_files(mirror: Mirror) -> set[str]:
+    return {str(p.relative_to(mirror.path)) for p in (mirror.path / "objects").rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize(("contributor", "error"), [(True, CommitRejected), (False, FetchError)])
+def test_a_fetch_over_the_cap_is_undone_and_blamed_on_whose_objects_they_are(tmp_path, upstream, contributor, error):
+    bare, work, base = upstream
+    big = _random_blob_commit(work, bare, 2 * 2**20, "big")
+    git(bare, "update-ref", "refs/pull/9/head", big)
+    git(work, "checkout", "-q", "-b", "small", base)
+    small = commit_files(work, {"src/small.cu": "// small\n"}, "small")
+    git(work, "push", "-q", str(bare), "HEAD:refs/heads/small")
+    mirror = Mirror(tmp_path / "cache", str(bare), max_fetch_bytes=2**20)
+    mirror.fetch(base)
+    objects = _object_files(mirror)
+    with pytest.raises(error, match=r"fetching refs/pull/9/head brings more than the 1 MiB fetch cap") as info:
+        mirror.fetch_commit(big, refs=["refs/pull/9/head"], contributor=contributor)
+    assert isinstance(info.value, CommitRejected) is contributor  # a base-side fetch is the validator's problem
+    assert not mirror.has_commit(big)
+    assert _object_files(mirror) == objects  # nothing of the killed fetch is left behind
+    assert git(mirror.path, "for-each-ref", "--format=%(refname)") == f"refs/evalbot/commits/{base}"
+    # The mirror is still usable: the next (small) fetch and export work, and fsck is clean.
+    assert mirror.fetch("small") == small
+    assert mirror.export(small, tmp_path / "t").joinpath("src/small.cu").read_text() == "// small\n"
+    git(mirror.path, "fsck", "--strict", "--no-dangling")
+
+
+def test_prune_drops_what_no_job_needs_and_keeps_the_history_of_what_it_keeps(tmp_path, upstream):
+    bare, work, base = upstream
+    kept = commit_files(work, {"src/kept.cu": "// kept\n"}, "kept")
+    git(work, "push", "-q", str(bare), "HEAD:refs/heads/main")
+    git(work, "checkout", "-q", "-b", "pr", base)
+    gone = commit_files(work, {"src/gone.cu": "// only in the PR\n"}, "pr")
+    git(work, "push", "-q", str(bare), "HEAD:refs/pull/4/head")
+    mirror = Mirror(tmp_path / "cache", str(bare))
+    mirror.fetch("main")
+    mirror.fetch("pull/4/head")
+    gone_blob = git(work, "rev-parse", f"{gone}:src/gone.cu")
+    assert git(mirror.path, "cat-file", "-t", gone_blob) == "blob"
+
+    mirror.prune({kept})
+    assert not mirror.has_commit(gone)
+    missing = subprocess.run(["git", "-C", str(mirror.path), "cat-file", "-e", gone_blob], capture_output=True)
+    assert missing.returncode != 0  # the object itself is gone, not only its ref
+    assert mirror.has_commit(kept) and mirror.has_commit(base)  # kept, with its history
+    assert git(mirror.path, "for-each-ref", "--format=%(refname)") == f"refs/evalbot/commits/{kept}"
+    assert mirror.export(base, tmp_path / "t").joinpath("src/a.cu").read_text() == "// a\n"
+    # A pruned commit is simply fetched again.
+    assert mirror.fetch_commit(gone, refs=["refs/pull/4/head"]) == gone
+
+
+# -- a contributor's fault is a REJECT: the evaluator and the poller ------------------------------
+
+
+def _job(bare: Path, sha: str, base: str, baseline: str | None) -> Job:
+    return Job(repo="acme/kernels", sha=sha, clone_url=str(bare), fetch_ref="refs/pull/1/head", author="mallory",
+               base_ref="main", base_sha=base, baseline_sha=baseline, pr_number=1)
+
+
+def test_the_evaluator_blames_a_candidate_bomb_on_the_pr_and_a_frontier_bomb_on_the_validator(tmp_path, upstream):
+    bare, _, base = upstream
+    bomb = sgit.tree_bomb(bare, levels=10, width=10, parent=base)
+    git(bare, "update-ref", "refs/pull/1/head", bomb)
+    evaluator = WatchEvaluator(Config(paths=PathsConfig(data_dir=str(tmp_path / "data"),
+                                                        cache_dir=str(tmp_path / "cache"))))
+    with pytest.raises(CommitRejected) as info:
+        evaluator.evaluate(_job(bare, bomb, base, base), threading.Event())
+    assert classify(info.value) is Fault.CONTRIBUTOR
+    git(bare, "update-ref", "refs/pull/1/head", base)
+    with pytest.raises(FetchError, match=r"the frontier [0-9a-f]{12}: commit [0-9a-f]{12}: its tree has") as info:
+        evaluator.evaluate(_job(bare, base, base, bomb), threading.Event())
+    assert not isinstance(info.value, CommitRejected) and classify(info.value) is Fault.TRANSIENT
+
+
+def test_a_tree_bomb_pr_gets_a_reject_verdict_published_once_and_is_not_retried(tmp_path):
+    with world(tmp_path, max_attempts=3) as w:
+        path = Path(w.repo.path)
+        bomb = sgit.tree_bomb(path, levels=10, width=10, parent=w.standin.head(w.repo, "main"))
+        sgit.set_ref(path, "refs/heads/bomb", bomb)
+        pull = w.standin.open_pull(w.repo, w.repo, "bomb", "Faster attention", author="mallory")
+        watcher = w.watcher()
+        watcher.evaluator = WatchEvaluator(w.cfg)  # the real one: fetch, measure, refuse
+        watcher.poll_once()
+        watcher.poll_once()  # nothing to retry: a verdict, not a failure
+        (entry,) = [e for e in watcher.queue.all() if e.sha == bomb]
+        assert entry.state is State.DONE and entry.attempts == 1 and entry.verdict is not None
+        assert entry.verdict["label"] == "REJECT"
+        assert "its tree has at least" in entry.verdict["reasons"][0]
+        assert pull.labels == ["eval:REJECT"]
+        (comment,) = w.standin.bot_comments(pull, BOT)
+        assert "at most 50,000 are exported" in comment.body
+        assert entry.recorded_at is not None and entry.published_at is not None  # in the ledger, on the PR
