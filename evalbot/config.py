@@ -1,13 +1,15 @@
 """Validator configuration: one TOML file, then ``EVALBOT_<SECTION>__<KEY>`` environment overrides.
 
-Every section is a frozen dataclass; the loader checks each value's type (and allowed choices) and
-rejects unknown keys, so a typo in ``validator.toml`` is an error naming the file, section and key
-instead of a silently ignored setting.
+Every section is a frozen dataclass; the loader checks each value's type, allowed choices and, for
+numbers, that they are finite and within the field's range (``_range``; by default not negative),
+and rejects unknown keys, so a typo in ``validator.toml`` is an error naming the file, section and key
+instead of a silently ignored setting. Environment values are checked the same way.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 import typing
@@ -15,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evalbot import paths
+from evalbot import bounded_toml, paths
 from evalbot.errors import EvalbotError
 
 ENV_PREFIX = "EVALBOT_"
@@ -29,6 +31,14 @@ def _choices(*allowed: str) -> dict[str, Any]:
     return {"choices": allowed}
 
 
+def _range(low: float, high: float, *, above: bool = False) -> dict[str, Any]:
+    """Allowed values ``low ≤ v ≤ high`` (``low < v`` when ``above``: zero would mean "never" or "no limit")."""
+    return {"range": (low, high, above)}
+
+
+DAY_S = 86400.0
+
+
 @dataclass(frozen=True)
 class GithubConfig:
     repo: str = ""
@@ -36,23 +46,23 @@ class GithubConfig:
     api_url: str = "https://api.github.com"
     token_env: str = "GITHUB_TOKEN"
     token_file: str = ""
-    poll_interval_s: float = 1800.0
+    poll_interval_s: float = field(default=1800.0, metadata=_range(0, 7 * DAY_S, above=True))
     include_drafts: bool = False
     include_forks: bool = True
     # Transport: per-request timeout, retries of idempotent requests (5xx, 429, timeouts, secondary
     # rate limits) with exponential backoff, and PyGithub's spacing between requests / writes.
-    timeout_s: int = 15  # PyGithub takes whole seconds
-    retries: int = 6
-    backoff_s: float = 2.0
-    request_interval_s: float = 0.25
-    write_interval_s: float = 1.0
+    timeout_s: int = field(default=15, metadata=_range(1, 3600))  # PyGithub takes whole seconds
+    retries: int = field(default=6, metadata=_range(0, 100))
+    backoff_s: float = field(default=2.0, metadata=_range(0, 3600))
+    request_interval_s: float = field(default=0.25, metadata=_range(0, 3600))
+    write_interval_s: float = field(default=1.0, metadata=_range(0, 3600))
     # Pause before the primary rate limit drops below this many remaining requests.
-    rate_limit_reserve: int = 50
+    rate_limit_reserve: int = field(default=50, metadata=_range(0, 100_000))
     status_context: str = "evalbot"
     # Evaluations of one commit that may die (crash, killed bot) before it is marked failed.
-    max_attempts: int = 3
+    max_attempts: int = field(default=3, metadata=_range(1, 100))
     # Delay before retrying a transient evaluation failure; doubles per attempt (capped at 15 min).
-    retry_backoff_s: float = 60.0
+    retry_backoff_s: float = field(default=60.0, metadata=_range(0, DAY_S))
 
 
 @dataclass(frozen=True)
@@ -68,18 +78,20 @@ class BuildConfig:
     # The local backend has no sandbox: `evalbot watch` runs it on untrusted PRs only when this is true.
     allow_unsandboxed: bool = False
     image: str = "nvidia/cuda:13.0.1-devel-ubuntu24.04"
-    cpus: float = 2.0
-    memory_mb: int = 4096
-    pids: int = 256
-    timeout_s: float = 300.0
-    log_limit_bytes: int = 65536
+    cpus: float = field(default=2.0, metadata=_range(0, 1024, above=True))
+    # Below these floors nvcc cannot run at all, and every build would read as the contributor's fault.
+    memory_mb: int = field(default=4096, metadata=_range(64, 2**24))
+    pids: int = field(default=256, metadata=_range(32, 2**22))
+    timeout_s: float = field(default=300.0, metadata=_range(0, DAY_S, above=True))
+    log_limit_bytes: int = field(default=65536, metadata=_range(1024, 2**30))
     # uid:gid the compiler runs as inside the container; never root.
     user: str = "65534:65534"
     # Host directories mounted read-only at the same path in the container, for images that carry no
-    # CUDA toolkit of their own (see `evalbot build host-image`); empty for the nvidia/cuda images.
+    # CUDA toolkit of their own (see `evalbot build-image`); empty for the nvidia/cuda images.
     toolchain_mounts: list[str] = field(default_factory=list)
-    jobs: int = 2  # slots compiled at once, each within the cpus / memory limits above
-    fetch_timeout_s: float = 300.0
+    # Slots compiled at once, each within the cpus / memory limits above.
+    jobs: int = field(default=2, metadata=_range(1, 256))
+    fetch_timeout_s: float = field(default=300.0, metadata=_range(0, DAY_S, above=True))
 
 
 @dataclass(frozen=True)
@@ -159,6 +171,21 @@ def _coerce(value: Any, hint: Any, where: str, from_env: bool) -> Any:
     raise TypeError(f"unsupported config annotation {hint!r}")  # a programming error, not user input
 
 
+def _check_range(value: float, allowed: tuple[float, float, bool], where: str) -> None:
+    # NaN compares false with everything, so it would pass any bound: a NaN time limit is no limit.
+    if not math.isfinite(value):
+        raise ConfigError(f"{where}: must be a finite number, got {value!r}")
+    low, high, above = allowed
+    if value < low or (above and value == low) or value > high:
+        lower = f"more than {_show(low)}" if above else f"at least {_show(low)}"
+        upper = f" and at most {_show(high)}" if math.isfinite(high) else ""
+        raise ConfigError(f"{where}: must be {lower}{upper}, got {value!r}")
+
+
+def _show(bound: float) -> str:
+    return f"{bound:,}" if isinstance(bound, int) else f"{bound:g}"
+
+
 def _build_section(name: str, raw: dict[str, Any], where_of: dict[str, str], from_env: set[str]) -> Any:
     cls = _SECTIONS[name]
     hints = typing.get_type_hints(cls)
@@ -172,8 +199,8 @@ def _build_section(name: str, raw: dict[str, Any], where_of: dict[str, str], fro
         choices = known[key].metadata.get("choices")
         if choices and parsed not in choices:
             raise ConfigError(f"{where}: must be one of {', '.join(choices)}, got {parsed!r}")
-        if isinstance(parsed, int | float) and not isinstance(parsed, bool) and parsed < 0:
-            raise ConfigError(f"{where}: must not be negative, got {parsed!r}")
+        if isinstance(parsed, int | float) and not isinstance(parsed, bool):
+            _check_range(parsed, known[key].metadata.get("range", (0, math.inf, False)), where)
         values[key] = parsed
     return cls(**values)
 
@@ -187,13 +214,15 @@ def load_config(path: str | Path | None = None, environ: typing.Mapping[str, str
         file = Path(path)
         source = str(file)
         try:
-            raw = tomllib.loads(file.read_text(encoding="utf-8"))
+            raw = bounded_toml.loads(file.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"{file}: config file not found") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{file}: cannot read config file: {exc}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+        except bounded_toml.NestingError as exc:
+            raise ConfigError(f"{file}: {exc}") from None
 
     sections: dict[str, dict[str, Any]] = {}
     where_of: dict[str, dict[str, str]] = {}

@@ -1,8 +1,9 @@
+import dataclasses
 from pathlib import Path
 
 import pytest
 
-from evalbot.config import ConfigError, load_config
+from evalbot.config import Config, ConfigError, load_config
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -42,7 +43,19 @@ def test_env_list_is_comma_separated(tmp_path):
         ("[gitlab]\nrepo = \"x\"\n", "unknown section [gitlab]"),
         ("[github]\ninclude_forks = 1\n", "[github] include_forks: expected true or false"),
         ("[github\n", "not valid TOML"),
-        ("[build]\ntimeout_s = -3\n", "[build] timeout_s: must not be negative"),
+        ("[build]\ntimeout_s = -3\n", "[build] timeout_s: must be more than 0 and at most 86400, got -3"),
+        ("[build]\ntimeout_s = nan\n", "[build] timeout_s: must be a finite number, got nan"),
+        ("[build]\ntimeout_s = inf\n", "[build] timeout_s: must be a finite number, got inf"),
+        ("[build]\ntimeout_s = 0\n", "[build] timeout_s: must be more than 0"),
+        ("[build]\ncpus = -inf\n", "[build] cpus: must be a finite number, got -inf"),
+        ("[build]\nmemory_mb = 0\n", "[build] memory_mb: must be at least 64"),
+        ("[build]\nmemory_mb = 9223372036854775807\n", "[build] memory_mb: must be at least 64 and at most 16,777,216"),
+        ("[build]\njobs = 0\n", "[build] jobs: must be at least 1"),
+        ("[github]\npoll_interval_s = nan\n", "[github] poll_interval_s: must be a finite number"),
+        ("[github]\nmax_attempts = 0\n", "[github] max_attempts: must be at least 1"),
+        ("[github]\nretry_backoff_s = -1.0\n", "[github] retry_backoff_s: must be at least 0"),
+        ("a = " + "[" * 100_000 + "]" * 100_000 + "\n", "line 1: nested deeper than 32 levels"),
+        ("[github]\n" + "x." * 100_000 + "y = 1\n", "line 2: a dotted key of more than 32 parts"),
     ],
 )
 def test_bad_file_names_file_section_and_key(tmp_path, text, needle):
@@ -56,6 +69,41 @@ def test_bad_file_names_file_section_and_key(tmp_path, text, needle):
 def test_bad_env_names_the_variable():
     with pytest.raises(ConfigError, match=r"EVALBOT_BUILD__PIDS.*expected an integer"):
         load_config(None, environ={"EVALBOT_BUILD__PIDS": "lots"})
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "needle"),
+    [
+        ("EVALBOT_BUILD__TIMEOUT_S", "nan", "([build] timeout_s): must be a finite number, got nan"),
+        ("EVALBOT_BUILD__TIMEOUT_S", "NaN", "([build] timeout_s): must be a finite number, got nan"),
+        ("EVALBOT_BUILD__FETCH_TIMEOUT_S", "infinity", "([build] fetch_timeout_s): must be a finite number"),
+        ("EVALBOT_BUILD__CPUS", "0", "([build] cpus): must be more than 0"),
+        ("EVALBOT_GITHUB__RETRIES", "-1", "([github] retries): must be at least 0"),
+        ("EVALBOT_BUILD__LOG_LIMIT_BYTES", "1e9", "([build] log_limit_bytes): expected an integer"),
+    ],
+)
+def test_env_numbers_are_checked_like_the_file(var, value, needle):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, environ={var: value})
+    assert str(info.value).startswith(f"environment variable {var} {needle}")
+
+
+def test_every_number_has_a_range_its_default_satisfies():
+    for section in dataclasses.fields(Config):
+        if section.name == "source":
+            continue
+        for spec in dataclasses.fields(section.default_factory()):  # type: ignore[misc]
+            if spec.type in ("int", "float"):
+                assert "range" in spec.metadata, f"[{section.name}] {spec.name} has no range"
+                low, high, above = spec.metadata["range"]
+                default = spec.default
+                assert (low < default if above else low <= default) and default <= high, spec.name
+
+
+def test_a_finite_value_at_a_bound_is_accepted():
+    cfg = load_config(None, environ={"EVALBOT_BUILD__MEMORY_MB": "64", "EVALBOT_GITHUB__RETRIES": "0",
+                                     "EVALBOT_BUILD__TIMEOUT_S": "86400"})
+    assert (cfg.build.memory_mb, cfg.github.retries, cfg.build.timeout_s) == (64, 0, 86400.0)
 
 
 def test_missing_file(tmp_path):
