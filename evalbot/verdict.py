@@ -17,6 +17,7 @@ from rich.text import Text
 
 from evalbot import __version__
 from evalbot.policy import Decision, Policy
+from evalbot.quote import block, cell, inline, plain
 from harness.measurements import Measurements
 
 SCHEMA_ID = "evalbot.verdict/1"
@@ -102,13 +103,34 @@ def _pct(x: float) -> str:
     return f"{100 * (x - 1):+.2f}%"
 
 
+# Bounds that keep the comment well under GitHub's size limit whatever the reasons and logs hold.
+_MAX_REASONS = 20
+_MAX_REASON_CHARS = 600
+_MAX_GATE_ROWS = 100
+_MAX_LOGS = 3
+_LOG_LINES = 60
+_LOG_BYTES = 6_000
+
+
+def _failed_logs(doc: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(slot, compiler output) of each candidate slot that failed to build, as the build report recorded it."""
+    build = (doc.get("details") or {}).get("build") or {}
+    return [(str(s.get("slot", "")), str(s["log"])) for s in build.get("slots", ())
+            if not s.get("ok", True) and s.get("log")]
+
+
 def markdown(doc: Mapping[str, Any]) -> str:
+    """The PR comment's verdict. Every string from the document is quoted (:mod:`evalbot.quote`): reasons,
+    names and logs carry contributor text, and the rest costs nothing to quote."""
     run, commits, m = doc["run"], doc["commits"], doc["measurements"]
-    frontier = commits["frontier"][:12] if commits["frontier"] else "none yet"
+    frontier = inline(commits["frontier"][:12]) if commits["frontier"] else "none yet"
+    reasons = doc["reasons"]
     lines = [
-        f"### evalbot: **{doc['label']}**",
+        f"### evalbot: **{inline(doc['label'], 16)}**",
         "",
-        *(f"- {reason}" for reason in doc["reasons"]),
+        *(f"- {inline(reason, _MAX_REASON_CHARS)}" for reason in reasons[:_MAX_REASONS]),
+        *([f"- … and {len(reasons) - _MAX_REASONS} more reasons (all are in the verdict JSON)"]
+          if len(reasons) > _MAX_REASONS else []),
         "",
     ]
     if m["cells"]:
@@ -116,25 +138,37 @@ def markdown(doc: Mapping[str, Any]) -> str:
             "| model | context | speedup | 95% CI | p | MDE | pairs |",
             "|---|---:|---:|---:|---:|---:|---:|",
         ]
-        for cell in m["cells"]:
-            c = cell["comparison"]
+        for row in m["cells"]:
+            c = row["comparison"]
             lines.append(
-                f"| {cell['model']} | {cell['context']} | {_pct(c['speedup'])} | "
+                f"| {cell(row['model'], 80)} | {int(row['context'])} | {_pct(c['speedup'])} | "
                 f"[{_pct(c['ci_low'])}, {_pct(c['ci_high'])}] | {c['p_value']:.2g} | {100 * c['mde']:.2f}% | "
-                f"{c['n_pairs']} |"
+                f"{int(c['n_pairs'])} |"
             )
         lines.append("")
     if m["gates"]:
+        # The HTML block ends at the blank line after it: quoted text goes only where Markdown is read.
         lines += ["<details><summary>gates</summary>", "", "| gate | model | value | limit | |",
                   "|---|---|---:|---:|---|"]
-        for g in m["gates"]:
-            lines.append(f"| {g['name']} | {g['model']} | {_num(g['value'])} | {_num(g['limit'])} | "
-                         f"{'pass' if g['passed'] else '**FAIL**'} |")
+        for g in m["gates"][:_MAX_GATE_ROWS]:
+            lines.append(f"| {cell(g['name'], 80)} | {cell(g['model'], 80)} | {_num(g['value'])} | "
+                         f"{_num(g['limit'])} | {'pass' if g['passed'] else '**FAIL**'} |")
+        if len(m["gates"]) > _MAX_GATE_ROWS:
+            lines += ["", f"… and {len(m['gates']) - _MAX_GATE_ROWS} more gates (all are in the verdict JSON)"]
         lines += ["", "</details>", ""]
+    logs = _failed_logs(doc)
+    if logs:
+        lines += ["<details><summary>compiler output</summary>", ""]
+        for slot, log in logs[:_MAX_LOGS]:
+            lines += [f"slot {inline(slot, 80)}:", "", block(log, _LOG_LINES, _LOG_BYTES), ""]
+        if len(logs) > _MAX_LOGS:
+            lines += [f"… and {len(logs) - _MAX_LOGS} more failed slots (their logs are in the verdict JSON)", ""]
+        lines += ["</details>", ""]
     lines.append(
-        f"<sub>candidate `{commits['candidate'][:12]}` vs frontier `{frontier}` · {run['gpu']} · driver "
-        f"{run['driver']} · nvcc {run['nvcc']} · evalbot {run['evalbot_version']} · policy v{run['policy_version']} "
-        f"`{run['policy_sha256'][:12]}`</sub>"
+        f"<sub>candidate {inline(commits['candidate'][:12])} vs frontier {frontier} · {inline(run['gpu'], 80)} · "
+        f"driver {inline(run['driver'], 40)} · nvcc {inline(run['nvcc'], 40)} · "
+        f"evalbot {inline(run['evalbot_version'], 40)} · policy v{int(run['policy_version'])} "
+        f"{inline(run['policy_sha256'][:12])}</sub>"
     )
     return "\n".join(lines) + "\n"
 
@@ -142,15 +176,16 @@ def markdown(doc: Mapping[str, Any]) -> str:
 def terminal(doc: Mapping[str, Any]) -> Group:
     colour = {"REJECT": "red", "none": "yellow"}.get(doc["label"], "green")
     parts: list[Any] = [Text.assemble(("verdict: ", "bold"), (doc["label"], f"bold {colour}"))]
-    parts += [Text(f"  {reason}") for reason in doc["reasons"]]
+    # Text is never read as markup; plain() keeps a log's escape sequences away from the terminal.
+    parts += [Text(f"  {plain(reason)}") for reason in doc["reasons"]]
     cells = doc["measurements"]["cells"]
     if cells:
         table = Table(title="decode speed, candidate vs frontier (paired, interleaved)")
         for col in ("model", "context", "speedup", "95% CI", "p", "MDE", "pairs"):
             table.add_column(col, justify="right")
-        for cell in cells:
-            c = cell["comparison"]
-            table.add_row(cell["model"], str(cell["context"]), _pct(c["speedup"]),
+        for row in cells:
+            c = row["comparison"]
+            table.add_row(Text(plain(row["model"])), str(row["context"]), _pct(c["speedup"]),
                           f"[{_pct(c['ci_low'])}, {_pct(c['ci_high'])}]", f"{c['p_value']:.2g}",
                           f"{100 * c['mde']:.2f}%", str(c["n_pairs"]))
         parts.append(table)
@@ -160,7 +195,7 @@ def terminal(doc: Mapping[str, Any]) -> Group:
         for col in ("gate", "model", "value", "limit", "result"):
             table.add_column(col)
         for g in gates:
-            table.add_row(g["name"], g["model"], _num(g["value"]), _num(g["limit"]),
+            table.add_row(Text(plain(g["name"])), Text(plain(g["model"])), _num(g["value"]), _num(g["limit"]),
                           "[green]pass" if g["passed"] else "[red]FAIL")
         parts.append(table)
     return Group(*parts)

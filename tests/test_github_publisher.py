@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import requests
+from markdown_support import assert_inert, headings
 from standin_bodies import Label
-from watch_support import BOT, world
+from watch_support import BOT, TOKEN, world
 
+from evalbot import verdict
 from evalbot.github.publisher import Publisher
 from evalbot.github.sticky import MARKER, Outcome, render
+from tests.test_verdict import SLOT, VERDICT_HTML, hostile_build_doc
 
 
 def outcome(sha: str, label: str | None = "M", summary: str = "6 % faster") -> Outcome:
@@ -101,9 +106,36 @@ def test_render_keeps_history_collapsed_and_bounded():
     head, history = body.split("<details>", 1)
     assert "`XL` for `ffffffffffff`" in head and "big win" in head
     assert "Earlier commits (40)" in history and history.count("\n| `") == 30 and "and 10 older" in history
-    assert "try 0 \\| with a pipe" in history
+    assert "`try 0 ¦ with a pipe`" in history
 
 
-def test_render_truncates_a_verdict_github_would_refuse():
-    body = render(Outcome("f" * 40, "M", "s", "y" * 100_000, ""), [])
-    assert len(body) < 65_536 and "truncated" in body
+def test_render_leaves_out_a_verdict_github_would_refuse():
+    # Cut anywhere, this one would leave its fence open and the rest of the comment inside it.
+    body = render(Outcome("f" * 40, "M", "s", "```\n" + "y" * 100_000, ""), [outcome("e" * 40)])
+    assert len(body) < 65_536 and "too long for a comment" in body and "y" * 100 not in body
+    assert "<details><summary>Earlier commits (1)</summary>" in body
+
+
+def test_hostile_verdict_as_github_receives_it(pr):
+    w, pull, pub = pr
+    doc = hostile_build_doc()  # published as the watcher does: the summary is the first reason
+    hostile = Outcome(pull.head_sha, "REJECT", doc["reasons"][0], verdict.markdown(doc), "2026-01-02 00:00 UTC")
+    pub.publish_pull(1, hostile, [outcome("e" * 40, None, f"could not be completed: {SLOT}")], set_label=True)
+    (comment,) = w.standin.bot_comments(pull, BOT)
+    assert comment.body.startswith(MARKER + "\n")
+    assert headings(comment.body) == [f"evalbot: `REJECT` for `{pull.head_sha[:12]}`", "evalbot: **`REJECT`**"]
+    history = r"<details><summary>Earlier commits \(1\)</summary>"
+    assert_inert(comment.body, "PWN", {re.escape(MARKER), *VERDICT_HTML, history})
+    (status,) = w.standin.statuses[pull.head_sha]
+    assert "\n" not in status.description and len(status.description) <= 140
+    assert status.description.startswith("REJECT: build failed: slot rmsnorm\\n\\n### evalbot: XL PWN\\n[prize PWN]")
+
+
+def test_a_comment_of_ours_that_quotes_the_marker_is_not_the_sticky_one(pr):
+    w, pull, pub = pr
+    quoting = f"an earlier note quoting `{MARKER}` in passing"
+    requests.post(f"{w.standin.api_url}/repos/acme/kernels/issues/1/comments", json={"body": quoting},
+                  headers={"Authorization": f"token {TOKEN}"}, timeout=5).raise_for_status()
+    pub.sticky_comment(1, render(outcome(pull.head_sha), []))
+    first, sticky = w.standin.bot_comments(pull, BOT)
+    assert first.body == quoting and sticky.body.startswith(MARKER)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from evalbot.quote import plain
+
 # nvcc/EDG "file(12): error: ...", gcc "file:12:3: error: ...", "nvcc fatal   : ...", "ptxas error   : ...",
 # "ptxas fatal   : ...", "catastrophic error: ...", and "#error" output.
 _ERROR = re.compile(r"(\berror\b\s*(?:#\w+-D)?\s*:|\bfatal\b\s*:|catastrophic error)", re.IGNORECASE)
@@ -11,11 +13,14 @@ MAX_REASON = 240
 
 
 def first_error_line(log: str) -> str | None:
-    """The first line of ``log`` that reports an error, shortened to :data:`MAX_REASON` characters."""
+    """The first line of ``log`` that reports an error, shortened to :data:`MAX_REASON` characters.
+
+    Control characters in it (a terminal escape sequence printed by an ``#error``) are shown as escapes:
+    the reason reaches terminals, the ledger and its exports, not only renderers that quote.
+    """
     for line in log.splitlines():
         if _ERROR.search(line):
-            line = line.strip()
-            return line if len(line) <= MAX_REASON else line[: MAX_REASON - 1] + "…"
+            return plain(line.strip(), MAX_REASON)
     return None
 
 

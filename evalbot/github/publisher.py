@@ -13,6 +13,7 @@ from github import GithubException
 
 from evalbot.github.client import GithubClient
 from evalbot.github.sticky import MARKER, Outcome, render
+from evalbot.quote import plain
 
 LABEL_PREFIX = "eval:"
 _LABEL_COLORS = {
@@ -24,7 +25,8 @@ _LABEL_COLORS = {
     "none": "cccccc",
     "REJECT": "b60205",
 }
-# GitHub truncates nothing here: it refuses descriptions over 140 characters.
+# GitHub truncates nothing here: it refuses descriptions over 140 characters. The description is
+# plain text, but the summary quotes contributor text: plain() keeps it one line and bounded.
 _STATUS_DESCRIPTION_MAX = 140
 
 
@@ -50,9 +52,7 @@ class Publisher:
             state = "error"
         else:
             state = "failure" if outcome.label == "REJECT" else "success"
-        text = f"{outcome.label or 'error'}: {outcome.summary}"
-        if len(text) > _STATUS_DESCRIPTION_MAX:
-            text = text[: _STATUS_DESCRIPTION_MAX - 1] + "…"
+        text = plain(f"{outcome.label or 'error'}: {outcome.summary}", _STATUS_DESCRIPTION_MAX)
         with self.client.call(f"setting the commit status of {outcome.sha[:12]}"):
             commit = self.client.repo.get_commit(outcome.sha)
             if target_url:
@@ -66,9 +66,10 @@ class Publisher:
         with self.client.call(f"updating the evalbot comment on PR #{number}"):
             issue = self.client.repo.get_issue(number)
             for comment in issue.get_comments():
-                # The author check keeps a contributor's comment that quotes the marker untouched.
+                # The author check keeps a contributor's comment that carries the marker untouched; the
+                # marker opens every body we write, so a comment of ours that merely quotes it is not it.
                 author = comment.user.login if comment.user is not None else None
-                if MARKER in (comment.body or "") and author == me:
+                if (comment.body or "").startswith(MARKER) and author == me:
                     if comment.body != body:
                         comment.edit(body)
                     return comment.html_url

@@ -1,12 +1,18 @@
 """The sticky PR comment: the latest verdict, and earlier commits' verdicts in a collapsed section.
 
 The hidden marker is how the publisher finds its own comment again (together with the author), so
-a PR carries one evalbot comment however many commits, restarts and publish retries it sees.
+a PR carries one evalbot comment however many commits, restarts and publish retries it sees. It is
+the body's first line: quoted contributor text further down may spell it, but never begins a body.
+
+``Outcome.markdown`` comes from a renderer that quotes what it shows (:func:`evalbot.verdict.markdown`);
+everything else here is quoted as it is placed (:mod:`evalbot.quote`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from evalbot.quote import cell, inline
 
 MARKER = "<!-- evalbot:sticky -->"
 # GitHub refuses comment bodies over 65 536 characters; keep room for the header and history.
@@ -25,24 +31,24 @@ class Outcome:
     when: str  # ISO time the result was reached
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")[:200]
-
-
 def render(current: Outcome, earlier: list[Outcome]) -> str:
     """The comment body for ``current``; ``earlier`` (newest first) go in the history section."""
     if current.label is None:
-        head = f"### evalbot: evaluation failed for `{current.sha[:12]}`"
+        head = f"### evalbot: evaluation failed for {inline(current.sha[:12])}"
     else:
-        head = f"### evalbot: `{current.label}` for `{current.sha[:12]}`"
+        head = f"### evalbot: {inline(current.label, 16)} for {inline(current.sha[:12])}"
     body = current.markdown
     if len(body) > _MAX_VERDICT_CHARS:
-        body = body[:_MAX_VERDICT_CHARS] + "\n\n… (truncated; the full verdict is in the ledger)"
+        # Cutting Markdown anywhere could leave a fence, a span or a <details> open, and with it the
+        # text after the cut (the history) rendered as something else: show none of it instead.
+        body = (f"The verdict ({len(body)} characters) is too long for a comment and is not shown; "
+                "the full verdict is in the ledger.")
     parts = [MARKER, head, "", body.strip()]
     if earlier:
         shown = earlier[:_MAX_HISTORY]
         rows = [
-            f"| `{o.sha[:12]}` | `{o.label or 'failed'}` | {o.when} | {_cell(o.summary)} |" for o in shown
+            f"| {cell(o.sha[:12])} | {cell(o.label or 'failed', 16)} | {cell(o.when, 40)} | {cell(o.summary)} |"
+            for o in shown
         ]
         more = len(earlier) - len(shown)
         parts += [
