@@ -82,71 +82,106 @@ def pins() -> dict[str, str]:
     return dict(json.loads(text))
 
 
-def generate_tensors(spec: SyntheticSpec) -> dict[str, np.ndarray]:
-    """Every tensor of the model, float32, in NumPy (outermost-first) order."""
-    rng = np.random.Generator(np.random.PCG64(spec.seed))
+@dataclass(frozen=True)
+class TensorPlan:
+    """One tensor of a synthetic model: how its values are drawn, before any quantization.
+
+    ``kind`` is "normal" (mean 0, standard deviation ``std``), "norm" (a norm or scale vector:
+    ``centre`` times 1 + 0.1 z) or "const" (exactly ``values``)."""
+
+    name: str
+    shape: tuple[int, ...]
+    kind: str
+    std: float = 0.0
+    centre: float = 1.0
+    values: tuple[float, ...] = ()
+
+
+def tensor_plan(spec: SyntheticSpec) -> list[TensorPlan]:
+    """Every tensor of the model in file order, with the scale its values are drawn at."""
     d = spec.n_embd
 
-    def normal(shape: tuple[int, ...], std: float) -> np.ndarray:
-        return (rng.standard_normal(shape) * std).astype(np.float32)
+    def normal(name: str, shape: tuple[int, ...], std: float) -> TensorPlan:
+        return TensorPlan(name, shape, "normal", std=float(std))
 
-    def norm_weight(n: int, centre: float = 1.0) -> np.ndarray:
-        return (centre * (1.0 + 0.1 * rng.standard_normal(n))).astype(np.float32)
+    def norm(name: str, n: int, centre: float = 1.0) -> TensorPlan:
+        return TensorPlan(name, (n,), "norm", centre=float(centre))
 
-    out: dict[str, np.ndarray] = {}
     # Gemma multiplies embeddings by sqrt(n_embd): unit-RMS inputs for both architectures. The LM
     # head is a separate tensor: a random *tied* head would make every position predict its own
     # input token with certainty (the residual stream is mostly that token's embedding).
-    out["token_embd.weight"] = normal((spec.n_vocab, d), (1.0 if spec.arch == "qwen3moe" else 1.0 / np.sqrt(d)))
-    out["output.weight"] = normal((spec.n_vocab, d), LOGIT_STD / np.sqrt(d))
-    out["output_norm.weight"] = norm_weight(d)
+    plan = [
+        normal("token_embd.weight", (spec.n_vocab, d), 1.0 if spec.arch == "qwen3moe" else 1.0 / np.sqrt(d)),
+        normal("output.weight", (spec.n_vocab, d), LOGIT_STD / np.sqrt(d)),
+        norm("output_norm.weight", d),
+    ]
     if spec.arch == "gemma4":
         n_rot_pairs = spec.head_dim // 2
         rotating = int(n_rot_pairs * spec.partial_rotary)
         # Pairs past the rotary fraction get an enormous frequency divisor: they do not rotate.
-        out["rope_freqs.weight"] = np.array([1.0] * rotating + [1e30] * (n_rot_pairs - rotating), np.float32)
+        plan.append(TensorPlan("rope_freqs.weight", (n_rot_pairs,), "const",
+                               values=(1.0,) * rotating + (1e30,) * (n_rot_pairs - rotating)))
 
     for il in range(spec.n_layer):
         p = f"blk.{il}."
         swa = bool(spec.swa_pattern and spec.swa_pattern[il])
         hd = spec.head_dim_swa if swa else spec.head_dim
         q_dim, kv_dim = spec.n_head * hd, spec.n_head_kv[il] * hd
-        out[p + "attn_norm.weight"] = norm_weight(d)
-        out[p + "attn_q.weight"] = normal((q_dim, d), 1 / np.sqrt(d))
-        out[p + "attn_k.weight"] = normal((kv_dim, d), 1 / np.sqrt(d))
+        plan += [
+            norm(p + "attn_norm.weight", d),
+            normal(p + "attn_q.weight", (q_dim, d), 1 / np.sqrt(d)),
+            normal(p + "attn_k.weight", (kv_dim, d), 1 / np.sqrt(d)),
+        ]
         if spec.arch != "gemma4" or swa:
-            out[p + "attn_v.weight"] = normal((kv_dim, d), 1 / np.sqrt(d))
-        out[p + "attn_output.weight"] = normal((d, q_dim), 0.5 / np.sqrt(q_dim))
+            plan.append(normal(p + "attn_v.weight", (kv_dim, d), 1 / np.sqrt(d)))
+        plan.append(normal(p + "attn_output.weight", (d, q_dim), 0.5 / np.sqrt(q_dim)))
         # Gemma 4 does not scale q.k; small norm weights keep its attention logits near unit spread.
         qk = np.sqrt(1.5 / np.sqrt(hd)) if spec.arch == "gemma4" else 1.0
-        out[p + "attn_q_norm.weight"] = norm_weight(hd, qk)
-        out[p + "attn_k_norm.weight"] = norm_weight(hd, qk)
-        out[p + "ffn_norm.weight"] = norm_weight(d)
+        plan += [norm(p + "attn_q_norm.weight", hd, qk), norm(p + "attn_k_norm.weight", hd, qk),
+                 norm(p + "ffn_norm.weight", d)]
         if spec.arch == "gemma4":
-            out[p + "post_attention_norm.weight"] = norm_weight(d, 0.5)
-            out[p + "post_ffw_norm.weight"] = norm_weight(d, 0.5)
-            out[p + "pre_ffw_norm_2.weight"] = norm_weight(d)
-            out[p + "post_ffw_norm_1.weight"] = norm_weight(d)
-            out[p + "post_ffw_norm_2.weight"] = norm_weight(d)
-            out[p + "ffn_gate.weight"] = normal((spec.n_ff_shared, d), 1 / np.sqrt(d))
-            out[p + "ffn_up.weight"] = normal((spec.n_ff_shared, d), 1 / np.sqrt(d))
-            out[p + "ffn_down.weight"] = normal((d, spec.n_ff_shared), 0.5 / np.sqrt(spec.n_ff_shared))
-            out[p + "ffn_gate_inp.scale"] = norm_weight(d)
-            out[p + "ffn_down_exps.scale"] = norm_weight(spec.n_expert)
-            out[p + "layer_output_scale.weight"] = np.array([0.9 + 0.02 * il], np.float32)
+            plan += [
+                norm(p + "post_attention_norm.weight", d, 0.5),
+                norm(p + "post_ffw_norm.weight", d, 0.5),
+                norm(p + "pre_ffw_norm_2.weight", d),
+                norm(p + "post_ffw_norm_1.weight", d),
+                norm(p + "post_ffw_norm_2.weight", d),
+                normal(p + "ffn_gate.weight", (spec.n_ff_shared, d), 1 / np.sqrt(d)),
+                normal(p + "ffn_up.weight", (spec.n_ff_shared, d), 1 / np.sqrt(d)),
+                normal(p + "ffn_down.weight", (d, spec.n_ff_shared), 0.5 / np.sqrt(spec.n_ff_shared)),
+                norm(p + "ffn_gate_inp.scale", d),
+                norm(p + "ffn_down_exps.scale", spec.n_expert),
+                TensorPlan(p + "layer_output_scale.weight", (1,), "const", values=(0.9 + 0.02 * il,)),
+            ]
         # Qwen routes on the normed hidden state (unit entries); Gemma 4 on it divided by sqrt(n_embd).
         router_std = ROUTER_STD / np.sqrt(d) if spec.arch == "qwen3moe" else ROUTER_STD
-        out[p + "ffn_gate_inp.weight"] = normal((spec.n_expert, d), router_std)
-        out[p + "ffn_gate_exps.weight"] = normal((spec.n_expert, spec.n_ff_exp, d), 1 / np.sqrt(d))
-        out[p + "ffn_up_exps.weight"] = normal((spec.n_expert, spec.n_ff_exp, d), 1 / np.sqrt(d))
-        out[p + "ffn_down_exps.weight"] = normal((spec.n_expert, d, spec.n_ff_exp), 0.5 / np.sqrt(spec.n_ff_exp))
+        plan += [
+            normal(p + "ffn_gate_inp.weight", (spec.n_expert, d), router_std),
+            normal(p + "ffn_gate_exps.weight", (spec.n_expert, spec.n_ff_exp, d), 1 / np.sqrt(d)),
+            normal(p + "ffn_up_exps.weight", (spec.n_expert, spec.n_ff_exp, d), 1 / np.sqrt(d)),
+            normal(p + "ffn_down_exps.weight", (spec.n_expert, d, spec.n_ff_exp), 0.5 / np.sqrt(spec.n_ff_exp)),
+        ]
+    return plan
+
+
+def generate_tensors(spec: SyntheticSpec) -> dict[str, np.ndarray]:
+    """Every tensor of the model, float32, in NumPy (outermost-first) order, drawn in plan order
+    from one PCG64 stream (identical on every platform)."""
+    rng = np.random.Generator(np.random.PCG64(spec.seed))
+    out: dict[str, np.ndarray] = {}
+    for t in tensor_plan(spec):
+        if t.kind == "normal":
+            out[t.name] = (rng.standard_normal(t.shape) * t.std).astype(np.float32)
+        elif t.kind == "norm":
+            out[t.name] = (t.centre * (1.0 + 0.1 * rng.standard_normal(t.shape[0]))).astype(np.float32)
+        else:
+            out[t.name] = np.array(t.values, np.float32)
     return out
 
 
-def write_f32(spec: SyntheticSpec, path: Path, tensors: dict[str, np.ndarray] | None = None) -> None:
-    """An unquantized GGUF of ``spec`` (its generated weights unless ``tensors`` is given)."""
+def add_metadata(w: gguf.GGUFWriter, spec: SyntheticSpec) -> None:
+    """The GGUF metadata of ``spec``, with llama.cpp's key names for its architecture."""
     a = spec.arch
-    w = gguf.GGUFWriter(str(path), a)
     w.add_name(spec.key)
     w.add_uint32(f"{a}.context_length", spec.context_length)
     w.add_uint32(f"{a}.embedding_length", spec.n_embd)
@@ -177,6 +212,12 @@ def write_f32(spec: SyntheticSpec, path: Path, tensors: dict[str, np.ndarray] | 
         w.add_float32(f"{a}.final_logit_softcapping", spec.softcap)
     # No tokenizer: the synthetic models read byte-level token ids (see corpus.py).
     w.add_tokenizer_model("none")
+
+
+def write_f32(spec: SyntheticSpec, path: Path, tensors: dict[str, np.ndarray] | None = None) -> None:
+    """An unquantized GGUF of ``spec`` (its generated weights unless ``tensors`` is given)."""
+    w = gguf.GGUFWriter(str(path), spec.arch)
+    add_metadata(w, spec)
     for name, array in (tensors if tensors is not None else generate_tensors(spec)).items():
         w.add_tensor(name, array)
     w.write_header_to_file()
@@ -185,7 +226,7 @@ def write_f32(spec: SyntheticSpec, path: Path, tensors: dict[str, np.ndarray] | 
     w.close()
 
 
-def _quantize_q4_k_m(src: Path, dst: Path) -> None:
+def quantize_q4_k_m(src: Path, dst: Path) -> None:
     from reference_runtime.llama_cpp_logits import llama_lib
 
     llama_cpp = llama_lib()
@@ -224,7 +265,7 @@ def build(models_dir: Path, keys: list[str] | None = None, *, check_pins: bool =
             on_step(f"{key}: writing F32 weights")
             write_f32(SPECS[key], f32)
             on_step(f"{key}: quantizing to Q4_K_M with llama.cpp")
-            _quantize_q4_k_m(f32, q)
+            quantize_q4_k_m(f32, q)
             digest = sha256_file(q)
             if check_pins and pinned.get(key) != digest:
                 raise ReferenceRuntimeError(

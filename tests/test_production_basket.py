@@ -1,0 +1,164 @@
+"""The production basket's code at reduced size: the Q4_K_M type map against llama.cpp's own
+quantizer, the direct block generator's statistics and determinism, pins and verification, and the
+generated file as our reader and llama.cpp read it. The production models themselves are never
+generated in CI; their narrow variants keep every tensor name, depth and row-length remainder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gguf
+import numpy as np
+import pytest
+
+from reference_runtime import basket, blockgen, production, q4_k_m
+from reference_runtime.gguf_model import GGUFModel
+
+QT = gguf.GGMLQuantizationType
+NARROW = {key: production.narrow(spec) for key, spec in production.SPECS.items()}
+
+
+def splitmix64(key: int, counter: int) -> int:
+    """The published SplitMix64 step, in Python integers: the oracle for the vectorised one."""
+    z = (key + counter * 0x9E3779B97F4A7C15) % 2**64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) % 2**64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) % 2**64
+    return z ^ (z >> 31)
+
+
+def test_random_words_are_splitmix64_of_the_counter() -> None:
+    assert int(blockgen.random_u64(0, 1)[0]) == 0xE220A8397B1DCDAF  # the reference sequence from seed 0
+    key = blockgen.tensor_key(7, "blk.0.attn_q.weight")
+    words = blockgen.random_u64(key, 1000)
+    assert [int(w) for w in words[[0, 1, 499, 999]]] == [splitmix64(key, c) for c in (1, 2, 500, 1000)]
+    assert blockgen.tensor_key(7, "a") != blockgen.tensor_key(7, "b") != blockgen.tensor_key(8, "b")
+
+
+@pytest.mark.parametrize("qtype", [QT.Q4_K, QT.Q6_K, QT.Q5_0, QT.Q8_0, QT.F32])
+def test_blocks_dequantize_to_mean_zero_and_the_asked_spread(qtype: QT) -> None:
+    std, shape = 0.02, (64, 4096)
+    data = blockgen.quantized_tensor(blockgen.tensor_key(1, qtype.name), qtype, shape, std)
+    block, size = gguf.GGML_QUANT_SIZES[qtype]
+    assert data.nbytes == shape[0] * shape[1] // block * size
+    values = gguf.quants.dequantize(data.reshape(shape[0], -1), qtype).astype(np.float64)
+    assert values.shape == shape
+    assert abs(values.mean()) < 0.01 * std
+    assert values.std() == pytest.approx(std, rel=0.02)
+    assert np.abs(values.mean(axis=1)).max() < 0.1 * std  # every row centred, not only on average
+
+
+def test_q4_k_sub_blocks_are_centred_exactly() -> None:
+    """dmin = 7.5 d and m = sc: each sub-block's offset cancels the mean of its 4-bit values."""
+    data = blockgen.quantized_tensor(5, QT.Q4_K, (8, 1024), 0.05).reshape(-1, 144)
+    d = data[:, 0:2].copy().view(np.float16).astype(np.float64)
+    dmin = data[:, 2:4].copy().view(np.float16).astype(np.float64)
+    assert np.allclose(dmin, 7.5 * d, rtol=1e-3)
+    q = data[:, 4:16].astype(np.int64)
+    sc = np.concatenate([q[:, 0:4] & 63, (q[:, 8:12] & 15) | ((q[:, 0:4] >> 6) << 4)], axis=1)
+    m = np.concatenate([q[:, 4:8] & 63, (q[:, 8:12] >> 4) | ((q[:, 4:8] >> 6) << 4)], axis=1)
+    assert np.array_equal(sc, m) and sc.min() >= 48 and sc.max() <= 63
+    assert len(np.unique(sc)) == 16  # every scale value drawn
+
+
+def test_llama_cpp_more_bits_layers() -> None:
+    chosen = [i for i in range(48) if q4_k_m.use_more_bits(i, 48)]
+    assert chosen[:8] == [0, 1, 2, 3, 4, 5, 8, 11] and chosen[-7:] == [41, 42, 43, 44, 45, 46, 47]
+
+
+@pytest.mark.parametrize("key", sorted(production.SPECS))
+def test_narrow_variant_has_the_production_type_map(key: str) -> None:
+    """Same names, depth and row-length remainders: the narrow map is the production map."""
+    full = {t.plan.name: t.qtype for t in production.layout(production.SPECS[key])}
+    small = {t.plan.name: t.qtype for t in production.layout(NARROW[key])}
+    assert small == full
+    kinds = set(full.values())
+    assert {QT.Q4_K, QT.Q6_K, QT.F32} <= kinds
+    if key.startswith("gemma4"):
+        assert {QT.Q5_0, QT.Q8_0} <= kinds  # expert FFN 704 and shared FFN 2112 are not multiples of 256
+
+
+def test_production_sizes_are_those_of_real_q4_k_m_files() -> None:
+    sizes = {key: sum(t.nbytes for t in production.layout(spec)) for key, spec in production.SPECS.items()}
+    # Published Q4_K_M GGUFs: Qwen3-30B-A3B 18.6 GB; Gemma 4 26B-A4B about 16-17 GB with its
+    # tied embedding (ours stores a separate LM head: +0.4 GB).
+    assert 17.0e9 < sizes["qwen3moe-30b-a3b"] < 19.5e9, sizes
+    assert 15.0e9 < sizes["gemma4-26b-a4b"] < 18.5e9, sizes
+
+
+@pytest.mark.llama
+@pytest.mark.slow
+@pytest.mark.parametrize("key", sorted(production.SPECS))
+def test_type_map_matches_llama_cpps_quantizer(key: str, tmp_path: Path) -> None:
+    spec = NARROW[key]
+    f32, quantized = tmp_path / "f32.gguf", tmp_path / "q.gguf"
+    basket.write_f32(spec, f32)
+    basket.quantize_q4_k_m(f32, quantized)
+    got = {t.name: QT(int(t.tensor_type)) for t in gguf.GGUFReader(str(quantized)).tensors}
+    ours = {t.plan.name: t.qtype for t in production.layout(spec)}
+    wrong = {name: (ours.get(name), got[name]) for name in got if ours.get(name) != got[name]}
+    assert not wrong, f"ours vs llama.cpp: {wrong}"
+    assert set(ours) == set(got)
+
+
+@pytest.fixture(scope="module")
+def narrow_files(tmp_path_factory) -> dict[str, production.Generated]:
+    directory = tmp_path_factory.mktemp("production-narrow")
+    return {key: production.write(spec, directory / f"{key}.gguf", use_gpu=False) for key, spec in NARROW.items()}
+
+
+@pytest.mark.parametrize("key", sorted(NARROW))
+def test_numpy_generation_reproduces_the_pins(key: str, narrow_files) -> None:
+    """The pins of the narrow variants were made by this generator; the GPU test holds CuPy to them."""
+    pinned = production.pins()[NARROW[key].key]
+    assert production.differences(production.pin_record(narrow_files[key]), pinned) == ""
+
+
+@pytest.mark.parametrize("key", sorted(NARROW))
+def test_generated_file_reads_back_as_planned(key: str, narrow_files) -> None:
+    generated = narrow_files[key]
+    planned = production.layout(NARROW[key])
+    with GGUFModel.open(generated.path) as model:
+        assert model.arch == NARROW[key].arch
+        assert list(model.tensors) == [t.plan.name for t in planned]
+        for t in planned[:40]:
+            assert model.spec(t.plan.name).qtype == t.qtype
+            assert np.array_equal(model.raw(t.plan.name), production.tensor_bytes(NARROW[key], t)), t.plan.name
+    assert production.verify_file(generated.path, production.pin_record(generated)) == []
+
+
+def test_verify_names_the_tensor_that_differs(narrow_files, tmp_path: Path) -> None:
+    generated = narrow_files["qwen3moe-30b-a3b"]
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(generated.path.read_bytes())
+    target = next(t for t in gguf.GGUFReader(str(generated.path)).tensors if t.name == "blk.17.ffn_down_exps.weight")
+    at = int(target.data_offset) + 1000
+    with broken.open("r+b") as f:
+        f.seek(at)
+        byte = f.read(1)
+        f.seek(at)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    problems = production.verify_file(broken, production.pin_record(generated), workers=2)
+    assert [p.what for p in problems] == ["blk.17.ffn_down_exps.weight"]
+    broken.write_bytes(generated.path.read_bytes()[:-10])
+    assert [p.what for p in production.verify_file(broken, production.pin_record(generated))] == ["file"]
+    assert [p.what for p in production.verify_file(tmp_path / "absent.gguf", {})] == ["file"]
+
+
+@pytest.mark.llama
+@pytest.mark.parametrize("key", sorted(NARROW))
+def test_llama_cpp_reads_the_generated_blocks_as_our_reference_does(key: str, narrow_files) -> None:
+    from harness.divergence import compare, normalize
+    from reference_runtime import corpus, llama_cpp_logits
+    from reference_runtime.reference import Forward
+
+    path = narrow_files[key].path
+    with GGUFModel.open(path) as model:
+        tokens = corpus.for_model(model).tokens[:96] % NARROW[key].n_vocab
+        ref = Forward(model).logprobs(tokens)
+    cand = normalize(llama_cpp_logits.logits(path, tokens))
+    d = compare(ref[:-1], cand[:-1], targets=tokens[1:])
+    print(key, d)
+    assert d.top1_agreement_confident >= 0.97
+    assert d.kl_mean <= 0.02
+    # Peaked next-token distributions, as the basket's scaling intends.
+    assert float(np.exp(ref.max(axis=1)).mean()) > 0.2
