@@ -31,7 +31,7 @@ import unicodedata
 # Control, format, separator, surrogate, private-use and unassigned characters.
 _HIDDEN = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
 _BACKTICKS = re.compile(r"`+")
-ELLIPSIS = "…"
+_ELLIPSIS = "…"
 
 
 def _shown(ch: str) -> str:
@@ -50,7 +50,7 @@ def plain(text: str, max_len: int | None = None) -> str:
     """
     flat = "".join(_shown(ch) for ch in text)
     if max_len is not None and len(flat) > max_len:
-        flat = flat[: max_len - 1] + ELLIPSIS
+        flat = flat[: max_len - 1] + _ELLIPSIS
     return flat
 
 
@@ -86,12 +86,12 @@ def block(text: str, max_lines: int = 60, max_bytes: int = 8_192) -> str:
         shown = "".join(_shown(ch) for ch in line).encode("utf-8")
         if len(shown) > max_bytes - used:
             if max_bytes > used:
-                kept.append(shown[: max_bytes - used].decode("utf-8", errors="ignore") + ELLIPSIS)
+                kept.append(shown[: max_bytes - used].decode("utf-8", errors="ignore") + _ELLIPSIS)
             break
         kept.append(shown.decode("utf-8"))
         used += len(shown) + 1
     if left := len(lines) - len(kept):
-        kept.append(f"[{ELLIPSIS} {left} more lines not shown]")
+        kept.append(f"[{_ELLIPSIS} {left} more lines not shown]")
     body = "\n".join(kept)
     fence = "`" * max(3, max((len(run) for run in _BACKTICKS.findall(body)), default=0) + 1)
     return f"{fence}\n{body}\n{fence}" if body else f"{fence}\n{fence}"

@@ -18,7 +18,7 @@ from evalbot.build.verdict import BuildReport, SlotBuild
 from evalbot.github.sticky import MARKER, Outcome, render
 from evalbot.policy import label, load_policy
 from harness.measurements import GateResult, Measurements
-from tests.build_support import make_config, require_nvcc, tree_with
+from tests.build_support import KERNELS, make_config, require_nvcc, tree_with
 from tests.test_policy import uniform
 
 POLICY = load_policy()
@@ -133,6 +133,22 @@ def test_real_nvcc_error_directive_renders_inert(tmp_path):
                                            {"build": report.to_dict()}))
     code = assert_inert(md, "PWN", VERDICT_HTML)
     assert {t.type for t in code} == {"code_inline", "fence"}  # the reason, and the log in its fence
+
+
+def test_manifest_slot_name_with_newlines_renders_inert(tmp_path):
+    # The manifest accepts only the ABI's slot names, but its REJECT reason quotes the name it refused.
+    manifest = (KERNELS / "kernels.toml").read_text() + (
+        '\n[slots."rmsnorm\\n\\n### evalbot: XL PWN\\n@org/team [x](http://x.example) <!--"]\n'
+        'source = "src/rmsnorm.cu"\n')
+    report = build_tree(tree_with(tmp_path, manifest=manifest), make_config(tmp_path / "cache", backend="local"),
+                        "sm_90", name="abc")
+    (reason,) = report.reasons
+    assert reason.startswith("abc:kernels.toml: slot rmsnorm") and "PWN" in reason and "not a slot" in reason
+    m = Measurements(False, build_reason="; ".join(report.reasons))
+    md = verdict.markdown(verdict.document(label(m, POLICY), m, POLICY, RUN, COMMITS, MODELS,
+                                           {"build": report.to_dict()}))
+    assert headings(md) == ["evalbot: **`REJECT`**"]
+    assert_inert(md, "PWN", VERDICT_HTML)
 
 
 def test_sticky_comment_of_a_hostile_verdict_hides_nothing():
