@@ -339,7 +339,7 @@ class Mirror:
             if path.read_text() == _NEUTRAL_ATTRIBUTES:
                 return
         path.parent.mkdir(exist_ok=True)
-        tmp = path.with_name(f"attributes.{os.getpid()}")
+        tmp = path.with_name(f"attributes.{os.getpid()}.{threading.get_ident()}")
         tmp.write_text(_NEUTRAL_ATTRIBUTES)
         os.replace(tmp, path)
 
@@ -359,11 +359,15 @@ class Mirror:
     def _spawn(self, args: list[str], *, stdin: int = subprocess.DEVNULL,
                fsize: int | None = None) -> subprocess.Popen[bytes]:
         limits = [f"--as={GIT_MEMORY_BYTES}", *([f"--fsize={fsize}"] if fsize else [])]
-        return subprocess.Popen(
-            ["prlimit", *limits, "--", "git", *_git_config(), "-C", str(self.path), *args],
-            stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_git_env(self._home),
-            start_new_session=True,
-        )
+        try:
+            return subprocess.Popen(
+                ["prlimit", *limits, "--", "git", *_git_config(), "-C", str(self.path), *args],
+                stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_git_env(self._home),
+                start_new_session=True,
+            )
+        except FileNotFoundError:
+            raise FetchError("fetching needs `prlimit` (util-linux), which bounds git's memory, and `git` on "
+                             "PATH") from None
 
     def _git(self, args: list[str], *, check: bool = True, stdin: str | None = None, fsize: int | None = None,
              guard: Callable[[], bool] | None = None) -> subprocess.CompletedProcess[str]:

@@ -435,3 +435,23 @@ def test_a_tree_bomb_pr_gets_a_reject_verdict_published_once_and_is_not_retried(
         (comment,) = w.standin.bot_comments(pull, BOT)
         assert "at most 50,000 are exported" in comment.body
         assert entry.recorded_at is not None and entry.published_at is not None  # in the ledger, on the PR
+
+
+def test_git_never_runs_without_its_memory_limit(tmp_path, upstream, monkeypatch):
+    bare, _, sha = upstream
+    only_git = tmp_path / "bin"
+    only_git.mkdir()
+    (only_git / "git").symlink_to(subprocess.run(["which", "git"], capture_output=True, text=True,
+                                                 check=True).stdout.strip())
+    monkeypatch.setenv("PATH", str(only_git))
+    with pytest.raises(FetchError, match=r"fetching needs `prlimit` \(util-linux\)"):
+        Mirror(tmp_path / "cache", str(bare)).fetch(sha)
+
+
+def test_every_git_process_runs_under_the_address_space_limit(tmp_path, upstream):
+    mirror = Mirror(tmp_path / "cache", str(upstream[0]))
+    mirror.fetch(upstream[2])
+    # A shell alias runs as git's child: it inherits the limits git was started with.
+    limits = mirror._git(["-c", "alias.limits=!cat /proc/self/limits", "limits"]).stdout
+    (line,) = [line for line in limits.splitlines() if line.startswith("Max address space")]
+    assert line.split()[3:5] == [str(2 * 2**30), str(2 * 2**30)]
