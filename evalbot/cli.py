@@ -58,7 +58,7 @@ def load_command(name: str) -> Any:
     """Import a lazy sub-command and convert it the way ``add_typer`` / ``command`` would have."""
     module, attribute, _ = LAZY_COMMANDS[name]
     target = getattr(importlib.import_module(module), attribute)
-    holder = typer.Typer(add_completion=False)
+    holder = typer.Typer(add_completion=False, rich_markup_mode=None)
     if isinstance(target, typer.Typer):
         holder.add_typer(target, name=name)
     else:
@@ -66,8 +66,11 @@ def load_command(name: str) -> Any:
     return typer.main.get_group(holder).commands[name]
 
 
-app = typer.Typer(cls=LazyGroup, no_args_is_help=True, add_completion=False,
-                  help="Build, check and score CUDA kernel PRs.")
+# rich_markup_mode=None on every Typer: help texts are plain text, so "[ledger] url" or a TOML
+# "[build]" in them is printed as written instead of being taken for console markup and dropped
+# (plain click help also shows a flag as "--once / --no-once", without typer's "<bool>" column).
+app = typer.Typer(cls=LazyGroup, no_args_is_help=True, add_completion=False, rich_markup_mode=None,
+                  context_settings={"max_content_width": 120}, help="Build, check and score CUDA kernel PRs.")
 err_console = Console(stderr=True)
 
 

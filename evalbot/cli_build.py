@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from evalbot.config import Config, load_config
+from evalbot.errors import EvalbotError
 
 console = Console()
 
@@ -32,8 +33,10 @@ def build(
     config: ConfigOpt = None,
 ) -> None:
     """Compile every slot the tree's manifest overrides; exit 1 on REJECT."""
+    from evalbot.build.backend import make_backend
     from evalbot.build.builder import build_tree
     from evalbot.build.local_backend import WARNING, unshare_prefix
+    from evalbot.build.nvcc import require_arch
 
     cfg = load_config(config)
     if backend is not None:
@@ -43,11 +46,16 @@ def build(
     if cfg.build.backend == "local":
         network = "no network (unshare)" if unshare_prefix() else "WITH network"
         console.print(f"[bold white on red] {WARNING}; {network} [/]")
+    # The operator's own choices are checked before anything is fetched: an arch the backend's nvcc
+    # cannot target is an error (exit 2), not a REJECT of every slot.
+    runner = make_backend(cfg.build)
+    require_arch(runner, arch)
 
     with tempfile.TemporaryDirectory(prefix="evalbot-tree-") as tmp:
         tree, what = _resolve_target(target, repo, from_url, cfg, Path(tmp))
         with console.status(f"building {what} for {arch}") as status:
-            report = build_tree(tree, cfg, arch, use_cache=not no_cache, progress=lambda m: status.update(m))
+            report = build_tree(tree, cfg, arch, backend=runner, use_cache=not no_cache,
+                                progress=lambda m: status.update(m))
 
     table = Table(title=f"{what} · {arch} · {report.backend}{'' if report.sandboxed else ' (NOT SANDBOXED)'}")
     for column in ("slot", "result", "seconds", "cubin / reason"):
@@ -71,9 +79,16 @@ def build(
 def _resolve_target(target: str, repo: str, from_url: str | None, cfg: Config, tmp: Path) -> tuple[Path, str]:
     """A directory is built as it stands; anything else is a revision fetched and exported."""
     from evalbot.fetch import Mirror
+    from evalbot.manifest import MANIFEST_NAME
 
-    if Path(target).is_dir():
-        return Path(target), target
+    path = Path(target).expanduser()
+    if path.is_dir():
+        return path, target
+    # Said as what it is, rather than as git's "invalid refspec" for a path no ref can spell.
+    if path.exists() or target.startswith(("/", "./", "../", "~")) or target.endswith("/") or target in (".", ".."):
+        state = "is not a directory" if path.exists() else "does not exist"
+        raise EvalbotError(f"{target}: {state}; give a directory holding {MANIFEST_NAME}, or a commit, branch or "
+                           "pull/N/head of --repo")
     mirror = Mirror(cfg.cache_dir, repo, timeout_s=cfg.build.fetch_timeout_s)
     sha = mirror.fetch(target, from_url=from_url)
     return mirror.export(sha, tmp / "tree"), f"{target} ({sha[:12]})"
@@ -88,8 +103,10 @@ def build_image(
 
     image = build_host_image(tag, load_config(config).build.user)
     mounts = ", ".join(f'"{m}"' for m in image.toolchain_mounts)
-    console.print(f"[green]imported[/] {image.tag} ({image.image_id[:19]}); use it with:\n\n"
-                  f'[build]\nbackend = "docker"\nimage = "{image.tag}"\ntoolchain_mounts = [{mounts}]', highlight=False)
+    console.print(f"[green]imported[/] {escape(image.tag)} ({image.image_id[:19]}); use it with:\n", highlight=False)
+    # A TOML snippet to paste: printed as is, not read as console markup (which would drop "[build]").
+    console.print(f'[build]\nbackend = "docker"\nimage = "{image.tag}"\ntoolchain_mounts = [{mounts}]', markup=False,
+                  highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

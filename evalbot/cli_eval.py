@@ -97,6 +97,7 @@ def eval_command(
     policy: PolicyOpt = None,
 ) -> None:
     """Evaluate COMMIT against its baseline: build, gates, interleaved benchmark, label."""
+    from evalbot import build_comment
     from evalbot import verdict as verdict_doc
     from evalbot.evaluator import NO_GPU, evaluate_trees, gpu_available
     from evalbot.evaluator import build_only as build_only_tree
@@ -105,25 +106,24 @@ def eval_command(
 
     cfg = load_config(config)
     pol = load_policy(policy)
-    if not build_only and not gpu_available():
-        raise EvalbotError(NO_GPU)
     repo = repo.expanduser().resolve()
     if not (repo / ".git").exists() and not (repo / "HEAD").exists():
         raise EvalbotError(f"{repo} is not a git repository (pass --repo)")
+    # The arguments first: a typo in a commit is worth reporting even on a box without a GPU.
     sha = resolve(repo, commit)
-    if baseline == "runtime":
-        base_sha = None
-    elif baseline:
-        base_sha = resolve(repo, baseline)
-    elif (frontier := ledger_frontier(cfg)) is not None:
-        try:
-            base_sha = resolve(repo, frontier)
-        except EvalbotError:
-            raise EvalbotError(f"the ledger's frontier {frontier} is not in {repo}: fetch the base branch, "
-                               "or pass --baseline") from None
-        console.print(f"baseline: the ledger's frontier {frontier[:12]}")
-    else:
-        base_sha = _git(repo, "merge-base", sha, default_branch(repo))
+    base_sha = resolve(repo, baseline) if baseline and baseline != "runtime" else None
+    if not build_only and not gpu_available():
+        raise EvalbotError(NO_GPU)
+    if not baseline:
+        if (frontier := ledger_frontier(cfg)) is not None:
+            try:
+                base_sha = resolve(repo, frontier)
+            except EvalbotError:
+                raise EvalbotError(f"the ledger's frontier {frontier} is not in {repo}: fetch the base branch, "
+                                   "or pass --baseline") from None
+            console.print(f"baseline: the ledger's frontier {frontier[:12]}", markup=False)
+        else:
+            base_sha = _git(repo, "merge-base", sha, default_branch(repo))
     mirror = Mirror(cfg.cache_dir, str(repo), timeout_s=cfg.build.fetch_timeout_s)
     mirror.fetch_commit(sha, refs=(commit,))
     if base_sha:
@@ -139,6 +139,8 @@ def eval_command(
                 report = build_only_tree(cfg, cand, arch or "sm_90", say, sha)  # type: ignore[arg-type]
             if json_out:
                 json_out.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+            if markdown_out:
+                markdown_out.write_text(build_comment.markdown(report.to_dict()))
             if report.ok:
                 console.print(f"[bold green]build OK[/] ({len(report.slots)} slots); nothing was gated or measured")
                 raise typer.Exit(0)
@@ -229,8 +231,10 @@ def calibrate_command(
     if failed:
         console.print(f"[bold red]{len(failed)} baseline kernel(s) fail the current policy:[/] "
                       + ", ".join(g.name for g in failed))
+    # A TOML snippet to paste: its [gates] header must not be read as console markup.
     console.print("[gates]\n" + "\n".join(f"{k} = {getattr(proposed, k):.3g}" for k in
-                                           ("top1_min", "kl_mean_max", "kl_p99_max", "kl_max_max", "ppl_ratio_max")))
+                                           ("top1_min", "kl_mean_max", "kl_p99_max", "kl_max_max", "ppl_ratio_max")),
+                  markup=False, highlight=False)
     if json_out:
         json_out.write_text(json.dumps({
             "observations": [{"model": k, **d.as_dict()} for k, d in observed], "floor": asdict(floor),

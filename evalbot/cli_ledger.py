@@ -10,7 +10,9 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 from sqlalchemy.exc import DBAPIError
 
 from evalbot.config import load_config
@@ -19,9 +21,11 @@ from ledger import Ledger, LedgerError, keys, schema
 from ledger.dberrors import driver_message
 from ledger.engine import describe_url, make_engine, sqlite_path
 from ledger.readonly_sql import run_select
+from ledger.verify import ProblemKind
 from ledger.views import advance_dict, evaluation_dict
 
-app = typer.Typer(no_args_is_help=True, help="The public ledger: query, export, verify, publish.")
+app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                  help="The public ledger: query, export, verify, publish.")
 console = Console()
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Validator TOML file.")]
@@ -69,11 +73,11 @@ def migrate(config: ConfigOpt = None, url: UrlOpt = None) -> None:
     finally:
         engine.dispose()
     if before == after:
-        console.print(f"{where}: already at schema revision {after}")
+        console.print(f"{where}: already at schema revision {after}", markup=False)
     elif before is None:
-        console.print(f"{where}: created ledger (schema revision {after})")
+        console.print(f"{where}: created ledger (schema revision {after})", markup=False)
     else:
-        console.print(f"{where}: upgraded schema revision {before} → {after}")
+        console.print(f"{where}: upgraded schema revision {before} → {after}", markup=False)
 
 
 @app.command()
@@ -87,8 +91,8 @@ def keygen(
     path = out or (Path(cfg.ledger.signing_key).expanduser() if cfg.ledger.signing_key else None)
     path = path or cfg.data_dir / "ledger-signing.key"
     signer, pub_path = keys.generate(path, force=force)
-    console.print(f"signing key {signer.key_id} written to {path}")
-    console.print(f"public key: {pub_path}  ({signer.public_hex})")
+    console.print(f"signing key {signer.key_id} written to {path}", markup=False)
+    console.print(f"public key: {pub_path}  ({signer.public_hex})", markup=False)
 
 
 @app.command()
@@ -101,7 +105,7 @@ def verify(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Re-derive every hash and check every signature; exit 1 at the first broken link."""
+    """Re-derive every hash and check every signature; exit 1 at the first broken link or corrupted row."""
     trusted = [keys.load_public_key(p) for p in pubkey] if pubkey else None
     with _open(config, url) as ledger:
         report = ledger.verify(trusted)
@@ -113,7 +117,9 @@ def verify(
                 "entries_checked": report.entries,
                 "head": {"seq": report.head_seq, "hash": report.head_hash},
                 "key_ids": list(report.key_ids),
-                "problem": None if problem is None else {"seq": problem.seq, "message": problem.message},
+                "problem": None if problem is None else {
+                    "seq": problem.seq, "kind": problem.kind.value, "message": problem.message
+                },
             }
         )
     elif report.problem is None:
@@ -123,9 +129,16 @@ def verify(
             f"head {report.head_seq}:{report.head_hash}",
             highlight=False,
         )
+    elif report.problem.kind is ProblemKind.CORRUPT:
+        console.print(
+            f"[bold red]corrupted[/] at entry {report.problem.seq}: {escape(report.problem.message)}; "
+            f"its data cannot be read, so it cannot be checked ({report.entries} entries were verified "
+            "before it)",
+            highlight=False,
+        )
     else:
         console.print(
-            f"[bold red]broken[/] at entry {report.problem.seq}: {report.problem.message} "
+            f"[bold red]broken[/] at entry {report.problem.seq}: {escape(report.problem.message)} "
             f"({report.entries} entries before it are intact)",
             highlight=False,
         )
@@ -160,13 +173,13 @@ def show(commit: str, config: ConfigOpt = None, url: UrlOpt = None, as_json: Jso
             ("evalbot / policy", f"{ev.evalbot_version} / {ev.policy_hash}"),
             ("entry", f"{ev.seq}  hash {ev.entry.entry_hash}  key {ev.entry.key_id}"),
         ):
-            facts.add_row(f"[bold]{name}[/]", str(value))
+            facts.add_row(Text(name, style="bold"), Text(str(value)))
         console.print(facts)
         table = Table("model", "gates", "tok/s", "frontier tok/s", "speedup", "95% CI")
         for m in ev.measurements:
             ci = "-" if m.speedup_ci_low is None else f"{m.speedup_ci_low:.3f} … {m.speedup_ci_high:.3f}"
             table.add_row(
-                m.model,
+                Text(m.model),
                 "pass" if m.gates_passed else "[red]fail[/]",
                 "-" if m.tokens_per_s is None else f"{m.tokens_per_s:.1f}",
                 "-" if m.frontier_tokens_per_s is None else f"{m.frontier_tokens_per_s:.1f}",
@@ -202,14 +215,14 @@ def frontier(
     for a in rows:
         table.add_row(
             _when(a.advanced_at),
-            a.basket,
-            a.gpu_class,
+            Text(a.basket),
+            Text(a.gpu_class),
             _short(a.commit_sha),
-            a.author,
+            Text(a.author),
             f"{a.delta * 100:+.2f}%",
             _short(a.previous_commit),
         )
-    console.print(table if rows else "no frontier recorded yet")
+    console.print(table if rows else "no frontier recorded yet", markup=False)
 
 
 def _since(value: str | None) -> datetime | None:
@@ -242,13 +255,13 @@ def history(
         speedups = ", ".join(f"{m.model} {m.speedup:.3f}×" for m in ev.measurements if m.speedup is not None)
         table.add_row(
             _when(ev.finished_at),
-            f"{ev.repo}" + (f" #{ev.pr}" if ev.pr else ""),
+            Text(f"{ev.repo}" + (f" #{ev.pr}" if ev.pr else "")),
             _short(ev.commit_sha),
-            ev.author,
-            ev.label or ev.status,
-            speedups or "-",
+            Text(ev.author),
+            Text(ev.label or ev.status),
+            Text(speedups or "-"),
         )
-    console.print(table if rows else "no verdicts match")
+    console.print(table if rows else "no verdicts match", markup=False)
 
 
 @app.command("export")
@@ -266,7 +279,7 @@ def export_command(
     with _open(config, url) as ledger:
         rows = export(ledger.engine, ledger.where, table, fmt, out)
     if out is not None:
-        console.print(f"{rows} rows of {table} written to {out}")
+        console.print(f"{rows} rows of {table} written to {out}", markup=False)
 
 
 @app.command()
@@ -284,7 +297,7 @@ def sql(
         return
     table = Table(*result.columns)
     for row in result.rows:
-        table.add_row(*("NULL" if v is None else str(v) for v in row))
+        table.add_row(*(Text("NULL" if v is None else str(v)) for v in row))
     console.print(table)
     if result.truncated:
         console.print(f"(first {limit} rows; --limit 0 shows all)")
@@ -302,4 +315,4 @@ def site(
 
     with _open(config, url) as ledger:
         index = build_site(ledger, out, latest=latest)
-    console.print(f"site written to {index}")
+    console.print(f"site written to {index}", markup=False)

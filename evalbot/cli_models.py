@@ -7,11 +7,14 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from evalbot.config import load_config
 
-app = typer.Typer(no_args_is_help=True, help="The basket models: build, list, verify, inspect.")
+app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="The basket models: build, list, verify, inspect.")
 console = Console()
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="validator TOML config")]
@@ -32,7 +35,7 @@ def build(config: ConfigOpt = None, directory: DirOpt = None,
     with console.status("building basket models") as status:
         built = basket.build(target, model, on_step=lambda msg: status.update(msg))
     for key, path in built.items():
-        console.print(f"[green]built[/] {key}: {path}")
+        console.print(f"[green]built[/] {escape(key)}: {escape(str(path))}")
 
 
 @app.command("list")
@@ -47,7 +50,7 @@ def list_(config: ConfigOpt = None, directory: DirOpt = None) -> None:
         spec = basket.SPECS.get(st.key)
         arch, experts = (spec.arch, f"{spec.n_expert_used}/{spec.n_expert}") if spec else ("gemma3", "dense")
         status = "[green]ok" if st.ok else "[yellow]missing" if st.actual is None else "[red]MISMATCH"
-        table.add_row(st.key, arch, experts, st.pinned[:16] + "…", status, str(st.path))
+        table.add_row(st.key, arch, experts, st.pinned[:16] + "…", status, Text(str(st.path)))
     console.print(table)
 
 
@@ -63,7 +66,7 @@ def verify(config: ConfigOpt = None, directory: DirOpt = None) -> None:
         else:
             bad += 1
             found = "missing" if st.actual is None else f"sha256 {st.actual}"
-            console.print(f"[red]FAIL[/] {st.key}: {found}, pinned {st.pinned} ({st.path})")
+            console.print(f"[red]FAIL[/] {st.key}: {found}, pinned {st.pinned} ({escape(str(st.path))})")
     if bad:
         raise typer.Exit(1)
 
@@ -76,7 +79,7 @@ def inspect(path: Path) -> None:
 
     with GGUFModel.open(path) as model:
         cfg = read_config(model)
-        console.print(f"{path}: [bold]{cfg.arch}[/], vocab {cfg.n_vocab}, n_embd {cfg.n_embd}, "
+        console.print(f"{escape(str(path))}: [bold]{cfg.arch}[/], vocab {cfg.n_vocab}, n_embd {cfg.n_embd}, "
                       f"{cfg.n_layer} layers, experts {cfg.n_expert_used}/{cfg.n_expert}, "
                       f"sliding window {cfg.n_swa or '-'}, softcap {cfg.final_softcap or '-'}")
         table = Table()
@@ -108,13 +111,22 @@ def reference(
     with GGUFModel.open(path) as model:
         tokenizer = corpus_mod.tokenizer_of(model)
         corpus = corpus_mod.load(tokenizer, corpus_file)
-        with console.status(f"fp64 reference over {len(corpus)} tokens"):
-            result = reference_logprobs(model, corpus, cfg.cache_dir / "reference", recompute=recompute)
+        # A bar per layer with elapsed time: the CPU forward of a basket model takes tens of seconds.
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("layers"),
+                      TimeElapsedColumn(), console=console, transient=True) as progress:
+            task = progress.add_task(f"fp64 reference over {len(corpus)} tokens", total=None)
+
+            def on_layer(done: int, total: int) -> None:
+                progress.update(task, completed=done, total=total)
+
+            result = reference_logprobs(model, corpus, cfg.cache_dir / "reference", recompute=recompute,
+                                        on_layer=on_layer)
     lp = result.logprobs
     targets = corpus.tokens[1:]
     nll = -float(np.mean(lp[np.arange(len(targets)), targets]))
     console.print(
         f"{path.name}: {len(corpus)} positions, corpus {corpus.sha256[:16]}…, ppl {np.exp(nll):.4f} "
-        f"({'cache hit' if result.hit else f'computed in {result.seconds:.1f} s'}; {result.path})"
+        f"({'cache hit' if result.hit else f'computed in {result.seconds:.1f} s'}; {result.path})",
+        markup=False,
     )
 

@@ -7,16 +7,17 @@ the chain, and a writer killed mid-append leaves the previous, complete chain be
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from itertools import islice
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, func, insert, inspect, select, update
 from sqlalchemy.orm import Session, joinedload, selectinload
 
-from ledger import chain, schema
+from ledger import chain, integrity, schema
 from ledger.dberrors import translated
 from ledger.engine import describe_url, make_engine, snapshot, sqlite_path, write_transaction
 from ledger.errors import (
@@ -69,6 +70,10 @@ class Ledger:
                     f"{where}: ledger schema is at revision {state.revision}, this evalbot needs "
                     f"{state.head}; run `evalbot ledger migrate`"
                 )
+            else:
+                with translated(where), engine.connect() as conn:
+                    if (damage := integrity.missing_schema(conn)) is not None:
+                        raise integrity.corrupt_error(where, damage)
         except BaseException:
             engine.dispose()
             raise
@@ -249,9 +254,38 @@ class Ledger:
 
     # -- queries ---------------------------------------------------------------------------------
 
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """Database errors as ledger errors, and a value that cannot be read back (a corrupted row)
+        as one naming its table, row and column instead of the converter's traceback."""
+        try:
+            with translated(self.where):
+                yield
+        except (ValueError, TypeError, OverflowError) as exc:
+            with translated(self.where), self.engine.connect() as conn:
+                damage = integrity.find_damage(conn)
+            raise integrity.corrupt_error(self.where, damage, exc) from None
+
+    def _checked(self, row: Any) -> Any:
+        """``row`` (and what was loaded with it), refused if one of its values cannot be right."""
+        state = inspect(row)
+        table = state.mapper.local_table
+        found = integrity.row_problem(table, {c.key: getattr(row, c.key) for c in state.mapper.column_attrs})
+        if found is not None:
+            key = ", ".join(f"{c.name} {getattr(row, c.name)}" for c in table.primary_key.columns)
+            damage = integrity.Damage(table.name, key, found[0], found[1])
+            raise integrity.corrupt_error(self.where, damage)
+        for name in ("entry", "measurements"):
+            if name in state.mapper.relationships and name not in state.unloaded:
+                loaded = getattr(row, name)
+                for child in loaded if isinstance(loaded, list) else [loaded]:
+                    self._checked(child)
+        return row
+
     def _all(self, statement: Any) -> list[Any]:
-        with translated(self.where), Session(self.engine, expire_on_commit=False) as session:
-            return list(session.scalars(statement).unique())
+        with self._reading(), Session(self.engine, expire_on_commit=False) as session:
+            rows = list(session.scalars(statement).unique())
+        return [self._checked(row) for row in rows]
 
     def _one(self, statement: Any) -> Any:
         rows = self._all(statement)
@@ -328,10 +362,12 @@ class Ledger:
 
     def head(self) -> tuple[int, str]:
         """(seq, hash) of the newest entry: what an auditor compares with a published copy."""
-        with translated(self.where), self.engine.connect() as conn:
+        with self._reading(), self.engine.connect() as conn:
             row = conn.execute(select(ChainHead.seq, ChainHead.entry_hash).where(ChainHead.id == 1)).one_or_none()
         if row is None:
             raise LedgerError(f"{self.where}: the chain head row is missing")
+        if not isinstance(row.seq, int) or not isinstance(row.entry_hash, str):
+            raise integrity.corrupt_error(self.where, integrity.Damage("chain_head", "id 1", "seq", "unreadable"))
         return row.seq, row.entry_hash
 
     def signing_keys(self) -> list[SigningKey]:
@@ -340,10 +376,10 @@ class Ledger:
 
     def count(self) -> int:
         """How many evaluations the ledger holds."""
-        with translated(self.where), self.engine.connect() as conn:
+        with self._reading(), self.engine.connect() as conn:
             return conn.execute(select(func.count()).select_from(Evaluation)).scalar_one()
 
     def verify(self, pubkeys: Sequence[str] | None = None) -> VerifyReport:
         """Re-derive every hash and check every signature; see :func:`ledger.verify.verify_chain`."""
-        with translated(self.where), snapshot(self.engine) as conn:
+        with self._reading(), snapshot(self.engine) as conn:
             return verify_chain(conn, pubkeys=pubkeys)

@@ -19,6 +19,7 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 from ledger.dberrors import translated
 from ledger.engine import snapshot
 from ledger.errors import LedgerInputError
+from ledger.integrity import corrupt_error, find_damage
 from ledger.models import Entry, Evaluation, FrontierAdvance, Measurement
 
 FORMATS = ("csv", "json", "parquet")
@@ -65,6 +66,18 @@ def export(engine: Engine, where: str, table: str, fmt: str, out: Path | None) -
         raise LedgerInputError(f"--format: must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if fmt == "parquet" and out is None:
         raise LedgerInputError("--format parquet writes a binary file: give --out PATH")
+    try:
+        return _export(engine, where, table, fmt, out)
+    except (ValueError, TypeError, OverflowError, pa.ArrowException) as exc:
+        # A stored value its column's type (or Parquet's) cannot hold: name it, keep no half file.
+        if out is not None:
+            out.unlink(missing_ok=True)
+        with translated(where), engine.connect() as conn:
+            damage = find_damage(conn)
+        raise corrupt_error(where, damage, exc) from None
+
+
+def _export(engine: Engine, where: str, table: str, fmt: str, out: Path | None) -> int:
     statement = _statement(table)
     schema = pa.schema([(c.name, _arrow_type(c.type)) for c in statement.selected_columns])
     rows = 0
@@ -81,18 +94,20 @@ def export(engine: Engine, where: str, table: str, fmt: str, out: Path | None) -
             return rows
         handle: IO[str] = sys.stdout if out is None else out.open("w", encoding="utf-8", newline="")
         try:
-            if fmt == "json":
+            if fmt == "csv":
+                # The header comes from the columns, not from a chunk: an empty table may arrive as
+                # no chunk at all or as one empty chunk, and either way it gets the header once.
+                handle.write(",".join(c.name for c in statement.selected_columns) + "\n")
+            else:
                 handle.write("[")
             for frame in chunks:
                 if fmt == "csv":
-                    frame.to_csv(handle, index=False, header=rows == 0, date_format="%Y-%m-%dT%H:%M:%S.%fZ")
+                    frame.to_csv(handle, index=False, header=False, date_format="%Y-%m-%dT%H:%M:%S.%fZ")
                 elif len(frame):
                     handle.write(("," if rows else "") + _json_chunk(frame))
                 rows += len(frame)
             if fmt == "json":
                 handle.write("]\n")
-            elif rows == 0:
-                handle.write(",".join(c.name for c in statement.selected_columns) + "\n")
         finally:
             if out is not None:
                 handle.close()

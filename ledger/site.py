@@ -12,7 +12,7 @@ import json
 import sqlite3
 from collections import defaultdict
 from contextlib import closing
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 # The Figure API (not pyplot): no global state and no GUI backend on a headless validator box.
@@ -24,6 +24,7 @@ from ledger.models import Evaluation, FrontierAdvance
 
 DB_NAME = "ledger.sqlite"
 PLOT_NAME = "frontier.png"
+_MIN_SPAN = timedelta(days=4)
 
 _CSS = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 70rem; color: #1a1a1a; }
@@ -48,7 +49,15 @@ def _when(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _plot(advances: list[FrontierAdvance], path: Path) -> None:
+def time_axis(times: list[datetime]) -> tuple[datetime, datetime]:
+    """The plot's time range: the points' own span with a margin, and at least a few days wide, so a
+    single advance (or a few within one day) is not drawn on matplotlib's default years-wide axis."""
+    first, last = min(times), max(times)
+    pad = max((last - first) / 20, (_MIN_SPAN - (last - first)) / 2)
+    return first - pad, last + pad
+
+
+def frontier_figure(advances: list[FrontierAdvance]) -> Figure:
     """Cumulative speedup of each (basket, GPU class) frontier over its first recorded frontier."""
     series: dict[tuple[str, str], tuple[list[datetime], list[float]]] = defaultdict(lambda: ([], []))
     for advance in advances:
@@ -63,12 +72,13 @@ def _plot(advances: list[FrontierAdvance], path: Path) -> None:
     ax.set_title("Frontier over time")
     ax.grid(alpha=0.3)
     if series:
+        ax.set_xlim(*time_axis([a.advanced_at for a in advances]))
         ax.legend(loc="upper left")
     else:
         ax.text(0.5, 0.5, "no frontier advances yet", ha="center", va="center", transform=ax.transAxes)
     fig.autofmt_xdate()
     fig.tight_layout()
-    fig.savefig(path)
+    return fig
 
 
 def _copy_sqlite(source: Path, target: Path) -> str:
@@ -83,6 +93,11 @@ def _copy_sqlite(source: Path, target: Path) -> str:
     return hashlib.sha256(target.read_bytes()).hexdigest()
 
 
+def _rows(rows: list[str], columns: int) -> str:
+    """A table's body rows, or one row saying there are none yet (an empty table looks broken)."""
+    return "\n".join(rows) if rows else f'<tr class="empty"><td colspan="{columns}">none yet</td></tr>'
+
+
 def _tr(row_class: str, cells: list[str | tuple[str, str]]) -> str:
     """A table row; a cell is its (already escaped) HTML, or (cell class, HTML)."""
     tds = "".join(f"<td>{c}</td>" if isinstance(c, str) else f'<td class="{c[0]}">{c[1]}</td>' for c in cells)
@@ -90,7 +105,7 @@ def _tr(row_class: str, cells: list[str | tuple[str, str]]) -> str:
 
 
 def _advance_rows(advances: list[FrontierAdvance]) -> str:
-    return "\n".join(
+    rows = [
         _tr(
             "advance",
             [
@@ -104,7 +119,8 @@ def _advance_rows(advances: list[FrontierAdvance]) -> str:
             ],
         )
         for a in reversed(advances)
-    )
+    ]
+    return _rows(rows, 7)
 
 
 def _verdict_rows(evaluations: list[Evaluation]) -> str:
@@ -124,16 +140,16 @@ def _verdict_rows(evaluations: list[Evaluation]) -> str:
             _e("; ".join(json.loads(ev.reasons))),
         ]
         rows.append(_tr("verdict", cells))
-    return "\n".join(rows)
+    return _rows(rows, 7)
 
 
 def _frontier_rows(frontiers: list[FrontierAdvance]) -> str:
-    return "\n".join(
-        _tr(
-            "frontier",
-            [_e(f.basket), _e(f.gpu_class), _short(f.commit_sha), _e(f.author), _when(f.advanced_at)],
-        )
-        for f in frontiers
+    return _rows(
+        [
+            _tr("frontier", [_e(f.basket), _e(f.gpu_class), _short(f.commit_sha), _e(f.author), _when(f.advanced_at)])
+            for f in frontiers
+        ],
+        5,
     )
 
 
@@ -144,7 +160,7 @@ def build_site(ledger: Ledger, out: Path, *, latest: int = 50) -> Path:
     evaluations = ledger.history(limit=latest)
     frontiers = ledger.frontiers()
     head_seq, head_hash = ledger.head()
-    _plot(advances, out / PLOT_NAME)
+    frontier_figure(advances).savefig(out / PLOT_NAME)
 
     keys_dir = out / "keys"
     keys_dir.mkdir(exist_ok=True)
@@ -191,7 +207,7 @@ chain head <code id="head">{head_seq}:{_e(head_hash)}</code></p>
 <p>Every row is hash-chained and signed. Check a downloaded copy against a published key with
 <code>evalbot ledger verify --url {DB_NAME} --pubkey keys/&lt;key id&gt;.pub</code>, and compare its
 chain head with the one above. Signing keys:</p>
-<ul id="keys">{"".join(key_items)}</ul>
+<ul id="keys">{"".join(key_items) or '<li class="empty">none yet</li>'}</ul>
 </body></html>
 """
     index = out / "index.html"

@@ -4,10 +4,17 @@ One pass over the chain in ``seq`` order (streamed, so a million rows need no me
 finds the first entry that is missing, out of place, edited, or badly signed; separate queries find
 record rows that no entry vouches for (inserted behind the chain's back); the signed chain head
 catches rows removed from the end. The earliest problem by ``seq`` is reported.
+
+A problem is one of two kinds. *Tampered*: the data reads back as valid values, but a hash, link or
+signature does not match it (an edit, a deletion, an insertion, a forged key). *Corrupt*: a value
+cannot be read as its column's type at all (text in a timestamp, broken JSON, a NULL key), which is
+damage to the file; such a row cannot be hashed, so it is reported as what it is, naming the row
+and column (:mod:`ledger.integrity`), and not as evidence of an edit.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +22,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Connection, Row, select
 
-from ledger import chain
+from ledger import chain, integrity
 from ledger.canonical import GENESIS_HASH
 from ledger.errors import LedgerInputError
 from ledger.keys import key_id_of, public_key_from_hex, signature_valid
@@ -24,10 +31,16 @@ from ledger.models import ChainHead, Entry, Evaluation, FrontierAdvance, Measure
 _STREAM_ROWS = 10_000
 
 
+class ProblemKind(enum.Enum):
+    TAMPERED = "tampered"  # valid data that its hashes or signatures do not vouch for
+    CORRUPT = "corrupt"  # data that cannot be read back as its column's type
+
+
 @dataclass(frozen=True)
 class Problem:
     seq: int  # the chain position where the ledger first stops being trustworthy
     message: str
+    kind: ProblemKind = ProblemKind.TAMPERED
 
 
 @dataclass(frozen=True)
@@ -55,14 +68,19 @@ def _keys(
     keys: dict[str, Ed25519PublicKey] = {}
     for key_id, public_hex in conn.execute(select(SigningKey.key_id, SigningKey.public_key)):
         try:
-            valid_id = key_id_of(public_hex) == key_id
-            keys[key_id] = public_key_from_hex(public_hex)
-        except ValueError:
-            valid_id = False
-        if not valid_id:
+            key = public_key_from_hex(public_hex)
+        except (ValueError, TypeError):
+            return keys, Problem(
+                0,
+                f"signing key {key_id}: stored public key {str(public_hex)[:20]!r} is not an Ed25519 key "
+                "(64 hex digits): the row is corrupted",
+                ProblemKind.CORRUPT,
+            )
+        if key_id_of(public_hex) != key_id:
             return keys, Problem(
                 0, f"signing key {key_id}: stored public key does not match its id (replaced?)"
             )
+        keys[key_id] = key
     return keys, None
 
 
@@ -179,12 +197,56 @@ def _head_problem(
     return None
 
 
+def _corrupt(seq: int, table: str, row: str, found: tuple[str, str]) -> Problem:
+    column, why = found
+    return Problem(seq, f"{table} row {row}, column {column}: {why} (the row is corrupted)", ProblemKind.CORRUPT)
+
+
+def _record_damage(
+    entry: Mapping[str, Any], record: Mapping[str, Any] | None, measurements: list[Mapping[str, Any]]
+) -> Problem | None:
+    """A value of this entry, its record or its measurements that cannot be what its column holds."""
+    seq = entry["seq"]
+    if (found := integrity.row_problem(Entry.__table__, entry)) is not None:  # type: ignore[arg-type]
+        return _corrupt(seq, "entries", f"seq {seq}", found)
+    if record is not None:
+        model = Evaluation if entry["kind"] == chain.EVALUATION else FrontierAdvance
+        if (found := integrity.row_problem(model.__table__, record)) is not None:  # type: ignore[arg-type]
+            return _corrupt(seq, model.__tablename__, f"seq {seq}", found)
+    for m in measurements:
+        if (found := integrity.row_problem(Measurement.__table__, m)) is not None:  # type: ignore[arg-type]
+            return _corrupt(seq, "measurements", f"evaluation_seq {seq}, model {m['model']}", found)
+    return None
+
+
 def verify_chain(conn: Connection, *, pubkeys: Sequence[str] | None = None) -> VerifyReport:
     """Check the whole ledger inside ``conn``'s (snapshot) transaction.
 
     ``pubkeys`` (raw hex) restricts trust to those keys; without it, the ledger's own key table is
     trusted, which proves internal consistency but not who wrote it.
     """
+    checked = [0]  # entries fully checked so far, for the report when a value cannot be read
+    try:
+        return _verify_chain(conn, pubkeys, checked)
+    except (ValueError, TypeError, OverflowError):
+        # A value the driver or a column type could not convert: find and name it.
+        damage = integrity.find_damage(conn)
+        if damage is None:
+            raise
+        problem = Problem(damage.seq or 0, f"{damage} (the row is corrupted)", ProblemKind.CORRUPT)
+        head_seq, head_hash = _head_or_none(conn)
+        return VerifyReport(min(checked[0], max(problem.seq - 1, 0)), head_seq, head_hash, (), problem)
+
+
+def _head_or_none(conn: Connection) -> tuple[int, str]:
+    try:
+        row = conn.execute(select(ChainHead.seq, ChainHead.entry_hash).where(ChainHead.id == 1)).one_or_none()
+    except (ValueError, TypeError, OverflowError):
+        return 0, ""
+    return (row.seq, row.entry_hash) if row is not None else (0, "")
+
+
+def _verify_chain(conn: Connection, pubkeys: Sequence[str] | None, progress: list[int]) -> VerifyReport:
     keys, problem = _keys(conn, pubkeys)
     ev, adv = Evaluation.__table__.c, FrontierAdvance.__table__.c
     statement = (
@@ -222,11 +284,15 @@ def verify_chain(conn: Connection, *, pubkeys: Sequence[str] | None = None) -> V
                 stray, f"measurement rows for {stray}, which is not an evaluation entry (inserted?)"
             )
             break
+        problem = _record_damage(entry, record, taken)
+        if problem is not None:
+            break
         message = _check_entry(entry, record, taken, prev, keys)
         if message is not None:
             problem = Problem(seq, message)
             break
         checked, prev = seq, entry["entry_hash"]
+        progress[0] = checked
 
     if problem is None and (stray := measurements.leftover()) is not None:
         problem = Problem(
@@ -237,11 +303,7 @@ def verify_chain(conn: Connection, *, pubkeys: Sequence[str] | None = None) -> V
     orphan = _orphans(conn)
     if orphan is not None and (problem is None or orphan.seq < problem.seq):
         problem = orphan
-    head = conn.execute(select(ChainHead.seq, ChainHead.entry_hash).where(ChainHead.id == 1)).one_or_none()
+    head_seq, head_hash = _head_or_none(conn)
     return VerifyReport(
-        entries=checked,
-        head_seq=head.seq if head else 0,
-        head_hash=head.entry_hash if head else "",
-        key_ids=tuple(sorted(keys)),
-        problem=problem,
+        entries=checked, head_seq=head_seq, head_hash=head_hash, key_ids=tuple(sorted(keys)), problem=problem
     )

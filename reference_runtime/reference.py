@@ -12,7 +12,7 @@ and the LM head in vocabulary chunks — so peak memory stays near one layer, no
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -210,8 +210,9 @@ class Forward:
         out_scale = self.opt(p + "layer_output_scale.weight")
         return h if out_scale is None else h * out_scale
 
-    def logprobs(self, tokens: Sequence[int] | Any) -> Any:
-        """Log-probabilities [n_tokens, n_vocab] (float64) of the next token after each position."""
+    def logprobs(self, tokens: Sequence[int] | Any, on_layer: Callable[[int, int], None] | None = None) -> Any:
+        """Log-probabilities [n_tokens, n_vocab] (float64) of the next token after each position;
+        ``on_layer(done, total)`` is called after each layer (a CPU forward takes seconds)."""
         xp = self.xp
         ids = xp.asarray(np.asarray(tokens, dtype=np.int64))
         if ids.ndim != 1 or len(ids) == 0:
@@ -220,8 +221,10 @@ class Forward:
             raise TokenError(f"token ids must lie in [0, {self.cfg.n_vocab}); got {int(ids.min())}..{int(ids.max())}")
         positions = xp.arange(len(ids))
         h = self.embed(ids)
-        for layer in self.cfg.layers:
+        for done, layer in enumerate(self.cfg.layers, 1):
             h = self.layer(h, layer, positions)
+            if on_layer is not None:
+                on_layer(done, len(self.cfg.layers))
         return log_softmax(xp, self.lm_head(self.norm(h, "output_norm.weight")))
 
 

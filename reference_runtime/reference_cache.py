@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,8 @@ def _read(npy: Path, meta_path: Path, expect: dict[str, Any]) -> tuple[np.ndarra
 
 
 def reference_logprobs(model: GGUFModel, corpus: Corpus, cache_dir: Path, xp: Any = np,
-                       recompute: bool = False) -> CachedReference:
+                       recompute: bool = False, on_layer: Callable[[int, int], None] | None = None
+                       ) -> CachedReference:
     model_sha = model.sha256()
     expect = {
         "model_sha256": model_sha,
@@ -64,7 +66,7 @@ def reference_logprobs(model: GGUFModel, corpus: Corpus, cache_dir: Path, xp: An
         return CachedReference(found[0], npy, found[1], hit=True)
 
     start = time.perf_counter()
-    logprobs = Forward(model, xp).logprobs(corpus.tokens)
+    logprobs = Forward(model, xp).logprobs(corpus.tokens, on_layer)
     if hasattr(logprobs, "get"):  # CuPy -> host
         logprobs = logprobs.get()
     seconds = time.perf_counter() - start

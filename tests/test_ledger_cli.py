@@ -142,3 +142,13 @@ def test_migrate_creates_a_ledger_where_the_config_says(tmp_path: Path) -> None:
     assert f"{tmp_path / 'data' / 'ledger.sqlite'}: created ledger" in created.stdout
     verified = run_cli("ledger", "verify", "--config", config, check=True)
     assert "ok: 0 entries verified" in verified.stdout
+
+
+def test_csv_export_of_an_empty_table_is_its_header_once(tmp_path: Path) -> None:
+    db = tmp_path / "empty.sqlite"
+    run_cli("ledger", "migrate", "--url", db, check=True)
+    printed = run_cli("ledger", "export", "--format", "csv", "--table", "frontier", "--url", db, check=True).stdout
+    assert printed.splitlines() == [printed.splitlines()[0]] and printed.startswith("seq,basket,gpu_class,")
+    out = tmp_path / "e.csv"
+    run_cli("ledger", "export", "--format", "csv", "--out", out, "--url", db, check=True)
+    assert len(out.read_text().splitlines()) == 1 and pd.read_csv(out).empty

@@ -9,16 +9,18 @@ import dataclasses
 import re
 import shutil
 import subprocess
-from datetime import timedelta
+from datetime import datetime, timedelta
+from html.parser import HTMLParser
 from pathlib import Path
 
+import matplotlib.dates
 import matplotlib.image
 import numpy as np
 import pytest
 from test_ledger_support import REPO_ROOT, T0, advance, backend_url, evaluation, new_signer, run_cli, sha
 
 from ledger import Ledger, Signer
-from ledger.site import build_site
+from ledger.site import build_site, frontier_figure
 
 CHROMIUM = Path("/usr/bin/chromium")
 HOSTILE = "nvcc: <script>alert('pwned')</script> & friends"
@@ -146,3 +148,82 @@ def test_chromium_renders_the_ledger(tmp_path: Path) -> None:
     assert blue.sum() > 300
     docs = REPO_ROOT / "docs" / "ledger-site.png"
     shutil.copyfile(shot, docs)
+
+
+class _Tables(HTMLParser):
+    """The rows of each table of a page (by table id), each row as its cells' text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: dict[str, list[list[str]]] = {}
+        self._table: str | None = None
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "table":
+            self._table = dict(attrs).get("id") or ""
+            self.tables[self._table] = []
+        elif tag == "tr" and self._table is not None:
+            self.tables[self._table].append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._cell is not None and self._table is not None:
+            self.tables[self._table][-1].append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "table":
+            self._table = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def _tables(page: str) -> dict[str, list[list[str]]]:
+    parser = _Tables()
+    parser.feed(page)
+    return parser.tables
+
+
+def test_empty_tables_say_none_yet(tmp_path: Path) -> None:
+    with Ledger.open(f"sqlite:///{tmp_path / 'ledger.sqlite'}", create=True) as ledger:
+        page = build_site(ledger, tmp_path / "site").read_text()
+    tables = _tables(page)
+    assert set(tables) == {"frontier", "advances", "verdicts"}
+    for rows in tables.values():
+        header, *body = rows
+        assert body == [["none yet"]] and len(header) > 1
+    assert '<td colspan="5">none yet</td>' in page and '<td colspan="7">none yet</td>' in page
+
+
+def test_a_table_with_rows_has_no_none_yet_row(tmp_path: Path) -> None:
+    with demo_ledger(f"sqlite:///{tmp_path / 'ledger.sqlite'}", new_signer(tmp_path)) as ledger:
+        page = build_site(ledger, tmp_path / "site").read_text()
+    for rows in _tables(page).values():
+        assert ["none yet"] not in rows and len(rows) > 1
+
+
+def _x_range(advances: list[object]) -> tuple[datetime, datetime]:
+    low, high = frontier_figure(advances).axes[0].get_xlim()  # type: ignore[arg-type]
+    return matplotlib.dates.num2date(low), matplotlib.dates.num2date(high)
+
+
+def test_a_single_frontier_point_gets_a_days_wide_axis(tmp_path: Path) -> None:
+    signer = new_signer(tmp_path)
+    with Ledger.open(f"sqlite:///{tmp_path / 'ledger.sqlite'}", signer=signer, create=True) as ledger:
+        ledger.record_frontier_advance(advance(1, None))
+        advances = ledger.frontier_history()
+    low, high = _x_range(advances)
+    (point,) = (a.advanced_at for a in advances)
+    assert low < point < high
+    assert timedelta(days=2) <= high - low <= timedelta(days=10)  # not matplotlib's years-wide default
+
+
+def test_a_long_history_keeps_its_span_with_a_margin(tmp_path: Path) -> None:
+    with demo_ledger(f"sqlite:///{tmp_path / 'ledger.sqlite'}", new_signer(tmp_path)) as ledger:
+        advances = ledger.frontier_history()
+    first, last = min(a.advanced_at for a in advances), max(a.advanced_at for a in advances)
+    low, high = _x_range(advances)
+    assert low < first and last < high
+    assert (high - low) < (last - first) * 1.2
