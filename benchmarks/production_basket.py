@@ -5,8 +5,8 @@
 
 ``generate`` writes each model with :func:`reference_runtime.production.write` (not installing
 through ``build``, so it works before pins exist) and reports size, seconds and every tensor's
-SHA-256; ``--pins`` merges those digests into a pins file. ``verify`` re-hashes the files against
-the committed pins and reports the time.
+SHA-256 (``--check``: compared with the committed pins); ``--pins`` merges those digests into a
+pins file. ``verify`` re-hashes the files against the committed pins and reports the time.
 """
 
 from __future__ import annotations
@@ -30,6 +30,11 @@ def generate(args: argparse.Namespace) -> None:
         report[key] = {"bytes": generated.nbytes, "seconds": round(generated.seconds, 2), "device": generated.device,
                        "pin": production.pin_record(generated)}
         print(f"{key}: {generated.nbytes / 1e9:.2f} GB in {generated.seconds:.1f} s on {generated.device}", flush=True)
+        if args.check:
+            wrong = production.differences(production.pin_record(generated), production.pins().get(key))
+            report[key]["matches_pins"] = not wrong
+            verdict = "identical to the pins, tensor for tensor" if not wrong else f"DIFFERS from the pins: {wrong}"
+            print(f"{key}: {verdict}", flush=True)
         if args.pins:
             path = Path(args.pins)
             pins = json.loads(path.read_text()) if path.exists() else {}
@@ -60,6 +65,7 @@ def main() -> None:
     g.add_argument("--device", choices=("cpu", "gpu", "auto"), default="auto")
     g.add_argument("--pins", help="merge the digests into this pins file")
     g.add_argument("--models", nargs="*")
+    g.add_argument("--check", action="store_true", help="compare every tensor's digest with the committed pins")
     v = sub.add_parser("verify")
     v.add_argument("--dir", required=True)
     v.add_argument("--out", required=True)

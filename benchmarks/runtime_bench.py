@@ -2,7 +2,8 @@
 eager step time, decode speed at several context lengths with the achieved fraction of measured
 peak memory bandwidth, and (with ncu) the per-kernel times a graph replay is compared against.
 
-    python benchmarks/runtime_bench.py bench --basket DIR --out bench.json [--gguf MODEL.gguf]
+    python benchmarks/runtime_bench.py bench --basket DIR --out bench.json [--gguf MODEL.gguf ...]
+        [--contexts 128,4096,16384,32768]
     ncu --profile-from-start off --metrics gpu__time_duration.sum --csv --clock-control none \\
         --cache-control none --log-file ncu.csv python benchmarks/runtime_bench.py ncu-target \\
         --basket DIR --out ncu_meta.json
@@ -108,15 +109,23 @@ def correctness(model: GGUFModel, weights: DeviceModel) -> dict[str, Any]:
     return d.as_dict() | {"teacher_forced_s": decode_s, "reference_s": ref_s}
 
 
-def evaluate(model: GGUFModel, peak: float) -> dict[str, Any]:
+def evaluate(model: GGUFModel, peak: float, contexts: tuple[int, ...] = CONTEXTS) -> dict[str, Any]:
+    pool = cupy.get_default_memory_pool()
     weights = DeviceModel(model)
     entry: dict[str, Any] = {"correctness": correctness(model, weights), "speed": {}}
-    rt = DecodeRuntime(weights, n_ctx=max(CONTEXTS) + SLACK)
-    serial = DecodeRuntime(weights, n_ctx=max(CONTEXTS) + SLACK, share_from=rt, pdl=False)  # same memory
+    pool.free_all_blocks()
+    base = pool.used_bytes()
+    rt = DecodeRuntime(weights, n_ctx=max(contexts) + SLACK)
+    serial = DecodeRuntime(weights, n_ctx=max(contexts) + SLACK, share_from=rt, pdl=False)  # same memory
     rt.fill_kv()
+    # An evaluation holds exactly this: shared weights, and two runtimes over one KV cache at the
+    # longest context (the second adds only its own history buffers).
+    entry["memory"] = {"weight_bytes": weights.nbytes, "two_runtimes_bytes": pool.used_bytes() - base,
+                       "n_ctx": max(contexts) + SLACK, "pool_total_bytes": pool.total_bytes(),
+                       "device_used_bytes": _device_used()}
     entry["launches_per_step"] = len(rt.launches)
     entry["pdl_launches_per_step"] = sum(launch.prepared.pdl for launch in rt.launches)
-    for ctx in CONTEXTS:
+    for ctx in contexts:
         graph = time_steps(rt, ctx, eager=False)
         graph_serial = time_steps(serial, ctx, eager=False)
         eager = time_steps(rt, ctx, eager=True, n=50, warmup=5)
@@ -135,13 +144,22 @@ def evaluate(model: GGUFModel, peak: float) -> dict[str, Any]:
     return entry
 
 
+def _device_used() -> int:
+    free, total = cupy.cuda.runtime.memGetInfo()
+    return int(total - free)
+
+
 def bench(args: argparse.Namespace) -> None:
     props = cupy.cuda.runtime.getDeviceProperties(0)
     out: dict[str, Any] = {"gpu": props["name"].decode(), "peak_bytes_per_s": measure_peak_bandwidth(), "models": {}}
-    paths = [Path(args.gguf)] if args.gguf else [basket.model_path(Path(args.basket), k) for k in basket.SPECS]
+    paths = [Path(p) for p in args.gguf] if args.gguf else [basket.model_path(Path(args.basket), k)
+                                                            for k in basket.SPECS]
+    contexts = tuple(int(c) for c in args.contexts.split(","))
     for path in paths:
         with GGUFModel.open(path) as model:
-            out["models"][path.name.split(".")[0]] = evaluate(model, out["peak_bytes_per_s"])
+            out["models"][path.name.split(".")[0]] = evaluate(model, out["peak_bytes_per_s"], contexts)
+            print(f"{path.name}: done", flush=True)
+        cupy.get_default_memory_pool().free_all_blocks()
     Path(args.out).write_text(json.dumps(out, indent=2))
     print_bench(out)
 
@@ -152,6 +170,10 @@ def print_bench(out: dict[str, Any]) -> None:
         c = entry["correctness"]
         print(f"{key}: top1 {c['top1_agreement']:.4f} KL mean {c['kl_mean']:.2e} p99 {c['kl_p99']:.2e} "
               f"max {c['kl_max']:.2e} ({c['n_positions']} positions); {entry['launches_per_step']} launches/step")
+        if "memory" in entry:
+            m = entry["memory"]
+            print(f"  memory: weights {m['weight_bytes'] / 2**30:.2f} GiB, two runtimes at n_ctx {m['n_ctx']} "
+                  f"{m['two_runtimes_bytes'] / 2**30:.2f} GiB, device in use {m['device_used_bytes'] / 2**30:.2f} GiB")
         for ctx, s in entry["speed"].items():
             print(f"  ctx {ctx:>5}: graph {s['graph_ms_median'] * 1e3:7.1f} us ({s['tokens_per_s']:7.0f} tok/s)  "
                   f"eager {s['eager_ms_median'] * 1e3:7.1f} us  bytes {s['weight_bytes'] + s['kv_bytes']:>10}  "
@@ -159,7 +181,8 @@ def print_bench(out: dict[str, Any]) -> None:
                   f"kernels {s.get('kernel_sum_us', float('nan')):7.1f} us, ratio {s['ratio']:.3f} "
                   f"(without PDL {s['graph_serial_ms_median'] * 1e3:7.1f} us, {s['serial_ratio']:.3f}) "
                   f"{s.get('error', '')}")
-        top = list(entry["speed"][str(max(CONTEXTS))].get("by_kernel_us", {}).items())[:6]
+        longest = max(entry["speed"], key=int)
+        top = list(entry["speed"][longest].get("by_kernel_us", {}).items())[:6]
         print("  in-graph us/step at the longest context: " + ", ".join(f"{k} {v:.0f}" for k, v in top))
 
 
@@ -217,7 +240,8 @@ def main() -> None:
         p = sub.add_parser(name)
         p.add_argument("--basket", required=True)
         p.add_argument("--out", required=True)
-    sub.choices["bench"].add_argument("--gguf", help="one GGUF file instead of the basket")
+    sub.choices["bench"].add_argument("--gguf", nargs="*", help="GGUF files instead of the basket")
+    sub.choices["bench"].add_argument("--contexts", default=",".join(map(str, CONTEXTS)))
     p = sub.add_parser("overhead")
     for flag in ("--ncu", "--meta", "--bench", "--out"):
         p.add_argument(flag, required=True)

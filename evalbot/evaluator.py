@@ -244,7 +244,7 @@ def _session(config: Config, policy: Policy, key: str, path: Path, candidate: Ma
              frontier: Mapping[str, Any], peak: float, benchmark: bool) -> Any:
     """The model's GPU work in a worker process; a fault or hang there is a failed gate, not a crash."""
     from harness.session import SessionSpec, run_session
-    from reference_runtime.runtime.worker import KernelFault, KernelHang, run_contained
+    from reference_runtime.runtime.worker import DeviceOutOfMemory, KernelFault, KernelHang, run_contained
 
     rule = sampling_rule(policy)
     spec = SessionSpec({key: path}, dict(candidate), dict(frontier), config.cache_dir / "reference",
@@ -252,6 +252,9 @@ def _session(config: Config, policy: Policy, key: str, path: Path, candidate: Ma
     timeout = 600.0 + (len(policy.contexts) * rule.budget_s * 1.5 if benchmark else 0.0)
     try:
         return run_contained(run_session, spec, timeout_s=timeout)
+    except DeviceOutOfMemory as exc:  # the GPU is too small for this basket: the bot's problem, retried
+        raise EvalbotError(f"{key}: the GPU ran out of memory during the evaluation ({str(exc)[:200]}); "
+                           "it needs a GPU with more free memory, or [basket] set = \"tiny\"") from None
     except KernelHang as exc:
         return GateResult("runtime", key, False, 1.0, 0.0, f"the decode worker hung: {exc}")
     except KernelFault as exc:

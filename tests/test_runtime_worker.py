@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from reference_runtime.runtime.worker import KernelFault, KernelHang, run_contained
+from reference_runtime.runtime.worker import DeviceOutOfMemory, KernelFault, KernelHang, run_contained
 
 
 def _square(x: int) -> int:
@@ -18,6 +18,14 @@ def _square(x: int) -> int:
 
 def _raise() -> None:
     raise RuntimeError("cudaErrorIllegalAddress: an illegal memory access was encountered")
+
+
+class OutOfMemoryError(MemoryError):  # the name CuPy's memory pool raises
+    pass
+
+
+def _exhaust_pool() -> None:
+    raise OutOfMemoryError("Out of memory allocating 19,327,352,832 bytes (allocated so far: 0 bytes).")
 
 
 def _die() -> None:
@@ -48,3 +56,9 @@ def test_hang_is_killed_at_the_deadline() -> None:
     with pytest.raises(KernelHang, match="killed"):
         run_contained(_sleep_forever, timeout_s=3)
     assert time.monotonic() - start < 30
+
+
+def test_running_out_of_gpu_memory_is_not_the_kernels_fault() -> None:
+    with pytest.raises(DeviceOutOfMemory, match="Out of memory allocating") as caught:
+        run_contained(_exhaust_pool, timeout_s=60)
+    assert not isinstance(caught.value, KernelFault)

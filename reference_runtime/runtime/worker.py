@@ -5,7 +5,8 @@ finish (the host blocks in a synchronize forever). Either must come back to the 
 error while the caller's own process stays healthy, so GPU work runs in a *spawned* child (a fork
 would inherit CUDA state) and the parent waits on a pipe with a deadline: a reply is the result or
 the child's exception text; silence past the deadline kills the child; a pipe that closes without
-a reply means the child died.
+a reply means the child died. Running out of GPU memory is told apart: it is the machine's limit,
+not the kernel's fault.
 """
 
 from __future__ import annotations
@@ -35,11 +36,24 @@ class KernelHang(WorkerError):
     """The work outlived its deadline; the worker was killed."""
 
 
+class DeviceOutOfMemory(WorkerError):
+    """The work ran out of GPU memory: the machine is too small for it, not the kernel at fault
+    (slots cannot allocate; their scratch is bounded by the manifest's cap)."""
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    # CuPy's pool raises OutOfMemoryError; the runtime API and driver report their own codes.
+    text = str(exc)
+    return (type(exc).__name__ == "OutOfMemoryError" or "cudaErrorMemoryAllocation" in text
+            or "CUDA_ERROR_OUT_OF_MEMORY" in text)
+
+
 def _child(conn: Connection, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     try:
         result = fn(*args, **kwargs)
     except BaseException as exc:  # everything, CUDA errors included, goes back as text
-        conn.send(("error", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+        status = "oom" if _out_of_memory(exc) else "error"
+        conn.send((status, f"{type(exc).__name__}: {exc}", traceback.format_exc()))
     else:
         conn.send(("ok", result, ""))
     conn.close()
@@ -76,4 +90,6 @@ def run_contained(fn: Callable[..., T], *args: Any, timeout_s: float, **kwargs: 
         proc.join()
     if status == "ok":
         return payload  # type: ignore[no-any-return]
+    if status == "oom":
+        raise DeviceOutOfMemory(str(payload))
     raise KernelFault(f"{payload}\n--- worker traceback ---\n{trace}")
