@@ -24,12 +24,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from github_standin import GithubStandin
 from watch_support import BOT, TOKEN, write_config
 
 from evalbot.config import load_config
 from evalbot.github.client import GithubClient
 from evalbot.github.publisher import Publisher
+from evalbot.github.standin import GithubStandin
 from evalbot.ledger_recorder import open_recorder
 from evalbot.pipeline import Job, ModelResult, Verdict
 from evalbot.watch import Watcher, WatchSettings

@@ -26,6 +26,8 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
     "ledger": ("evalbot.cli_ledger", "app", "The public ledger: query, export, verify, publish."),
     "watch": ("evalbot.cli_watch", "watch", "Poll GitHub for new PR heads and base-branch commits, evaluate each "
               "once, comment, label, record."),
+    "demo": ("evalbot.demo", "demo", "Run the poller end to end against a local GitHub stand-in: example repo, PRs, "
+             "watch, results."),
 }
 
 

@@ -7,11 +7,11 @@ import re
 import pytest
 import requests
 from markdown_support import assert_inert, headings
-from standin_bodies import Label
 from watch_support import BOT, TOKEN, world
 
 from evalbot import verdict
 from evalbot.github.publisher import Publisher
+from evalbot.github.standin import Label
 from evalbot.github.sticky import MARKER, Outcome, render
 from tests.test_verdict import SLOT, VERDICT_HTML, hostile_build_doc
 

@@ -13,12 +13,11 @@ from pathlib import Path
 
 import pytest
 from fake_evaluator import FakeEvaluator
-from github_standin import GithubStandin
-from standin_bodies import Repo
 
 from evalbot.config import Config, load_config
 from evalbot.github.client import GithubClient
 from evalbot.github.publisher import Publisher
+from evalbot.github.standin import GithubStandin, Repo
 from evalbot.ledger_recorder import open_recorder
 from evalbot.watch import Watcher, WatchSettings, secrets_of
 from ledger import Ledger

@@ -1,7 +1,7 @@
 """JSON bodies of the GitHub stand-in, built from its state in the shapes GitHub sends.
 
-Every key and value type here follows the recorded real responses in ``../shared/github-replay/``
-(``test_github_standin_shape.py`` checks that). Where those recordings only exist from an older API
+Every key and value type here follows the recorded real responses in ``shared/github-replay/`` beside the checkout
+(``tests/test_github_standin_shape.py`` checks that). Where those recordings only exist from an older API
 era (commit statuses: 2012), the stand-in answers in that recorded shape rather than an invented one.
 """
 

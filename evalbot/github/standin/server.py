@@ -1,7 +1,7 @@
 """A local GitHub stand-in: an HTTP server on 127.0.0.1 speaking the REST calls evalbot makes.
 
-PyGithub talks to it through ``base_url``. Bodies come from ``standin_bodies`` (shapes checked against
-the real recordings), repositories are real bare git repos served over ``file://`` (``standin_git``),
+PyGithub talks to it through ``base_url``. Bodies come from :mod:`.bodies` (shapes checked against
+the real recordings), repositories are real bare git repos served over ``file://`` (:mod:`.git`),
 so a PR head can be fetched exactly as from GitHub (``refs/pull/N/head`` on the base repository, any
 commit by SHA). What GitHub does that the bot relies on is reproduced here:
 
@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
-import standin_git as sgit
-from standin_bodies import Bodies, Comment, Label, Pull, Repo, Status, User
+from evalbot.github.standin import git as sgit
+from evalbot.github.standin.bodies import Bodies, Comment, Label, Pull, Repo, Status, User
 
 JSON = dict[str, Any] | list[Any] | None
 PRIMARY_LIMIT_MESSAGE = "API rate limit exceeded for user ID {uid}."
