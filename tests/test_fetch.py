@@ -7,13 +7,13 @@ import threading
 from pathlib import Path
 
 import pytest
-import standin_git as sgit
 from watch_support import BOT, world
 
 from evalbot.config import Config, PathsConfig
 from evalbot.evaluator import WatchEvaluator
 from evalbot.faults import Fault, classify
 from evalbot.fetch import CommitRejected, FetchError, Mirror, TreeSize
+from evalbot.github.standin import git as sgit
 from evalbot.pipeline import Job
 from ledger.queue import State
 
