@@ -152,3 +152,18 @@ def test_csv_export_of_an_empty_table_is_its_header_once(tmp_path: Path) -> None
     out = tmp_path / "e.csv"
     run_cli("ledger", "export", "--format", "csv", "--out", out, "--url", db, check=True)
     assert len(out.read_text().splitlines()) == 1 and pd.read_csv(out).empty
+
+
+def test_stored_text_with_brackets_is_printed_as_written(tmp_path: Path) -> None:
+    """Authors and reasons come from pull requests: console markup in them is shown, never applied."""
+    import dataclasses
+
+    from test_ledger_support import evaluation
+
+    url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+    with Ledger.open(url, signer=new_signer(tmp_path), create=True) as ledger:
+        ledger.record_evaluation(dataclasses.replace(evaluation(1), author="[bold]eve[/]",
+                                                     reasons=["[build] section missing", "[red]x"]))
+    shown = run_cli("ledger", "show", sha(1), "--url", url, check=True).stdout
+    assert "[build] section missing; [red]x" in shown and "[bold]eve[/]" in shown
+    assert "[bold]eve[/]" in run_cli("ledger", "history", "--url", url, check=True).stdout
