@@ -19,9 +19,11 @@ The manifest is ``kernels.toml`` at the root of the contributor's tree::
                                      # evalbot_slots.h), so it may overlap the previous launch
 
 The file is untrusted: every error names the file, the slot and the field; paths must stay inside
-the tree (no absolute paths, no ``..``, no symlink leading out); expressions are parsed by
-:mod:`evalbot.safe_expr` against the slot's shape symbols and test-evaluated on the example shapes
-of :mod:`reference_runtime.slots`, so a bad grid fails here rather than on the GPU.
+the tree (no absolute paths, no ``..``, no symlink leading out), no part of a path may start with
+``-`` (the compiler would take it for an option), no path may hold control or invisible characters,
+and arrays / tables may not nest deeper than :data:`evalbot.bounded_toml.MAX_DEPTH`; expressions
+are parsed by :mod:`evalbot.safe_expr` against the slot's shape symbols and test-evaluated on the
+example shapes of :mod:`reference_runtime.slots`, so a bad grid fails here rather than on the GPU.
 """
 
 from __future__ import annotations
@@ -29,12 +31,13 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from evalbot import safe_expr
+from evalbot import bounded_toml, safe_expr
 from evalbot.build.nvcc import MAX_FLAGS, FlagError, check_flag
 from evalbot.errors import EvalbotError
 from reference_runtime import slots as abi
@@ -54,6 +57,9 @@ MAX_GRID = (2**31 - 1, 65535, 65535)
 MAX_SHARED_BYTES = 227 * 1024
 MAX_SCRATCH_BYTES = 16 * 2**30
 
+# Unicode categories refused in paths: control, format (bidi overrides, zero-width) and surrogate
+# (a name that is not UTF-8, as os.walk decodes it).
+_UNPRINTABLE = frozenset({"Cc", "Cf", "Cs"})
 _KERNEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _TOP_KEYS = {"version", "include", "slots"}
 _SLOT_KEYS = {"source", "flags", "scratch_bytes", "launch"}
@@ -119,9 +125,11 @@ def load_manifest(root: Path, label: str | None = None) -> Manifest:
 def parse_manifest(text: str, *, root: Path, label: str) -> Manifest:
     """Validate manifest ``text`` whose paths are relative to ``root``; ``label`` names it in errors."""
     try:
-        raw = tomllib.loads(text)
+        raw = bounded_toml.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ManifestError(f"{label}: not valid TOML: {exc}") from None
+    except bounded_toml.NestingError as exc:
+        raise ManifestError(f"{label}: {exc}; refused") from None
 
     def top_error(field: str, msg: str) -> ManifestError:
         return ManifestError(f"{label}: {field}: {msg}")
@@ -136,7 +144,7 @@ def parse_manifest(text: str, *, root: Path, label: str) -> Manifest:
         raise top_error("include", f"must be a list of at most {MAX_INCLUDE_DIRS} directory paths")
     for i, rel in enumerate(includes):
         where = f"include[{i}]"
-        directory = resolve_in_tree(root, rel, lambda msg, w=where: top_error(w, msg))
+        directory = _named_path(root, rel, lambda msg, w=where: top_error(w, msg))
         if not directory.is_dir():
             raise top_error(where, f"{rel!r} is not a directory in the tree")
 
@@ -153,6 +161,7 @@ def resolve_in_tree(root: Path, rel: object, error: FieldError) -> Path:
         raise error(f"expected a relative path string, got {rel!r}")
     if "\\" in rel or "\0" in rel:
         raise error(f"{rel!r}: use plain '/'-separated paths")
+    refuse_unprintable(rel, error)
     pure = PurePosixPath(rel)
     if pure.is_absolute():
         raise error(f"{rel!r}: absolute paths are refused; give a path relative to the tree root")
@@ -169,6 +178,21 @@ def resolve_in_tree(root: Path, rel: object, error: FieldError) -> Path:
     if not real.is_relative_to(base):
         raise error(f"{rel!r} is a symlink leading outside the tree; refused")
     return real
+
+
+def refuse_unprintable(name: str, error: FieldError) -> None:
+    """Refuse a path holding control, invisible or undecodable characters: file names are quoted in
+    REJECT reasons and comments, where a newline or a bidi override would change what a reader sees."""
+    if bad := next((c for c in name if unicodedata.category(c) in _UNPRINTABLE), None):
+        raise error(f"{name!r}: the character {bad!r} is refused in paths")
+
+
+def _named_path(root: Path, rel: object, error: FieldError) -> Path:
+    """:func:`resolve_in_tree` for a path the manifest names: those reach the compiler's command line,
+    where a part starting with '-' would read as an option (``--options-file=...``), so none may."""
+    if isinstance(rel, str) and any(part.startswith("-") for part in PurePosixPath(rel).parts):
+        raise error(f"{rel!r}: a path part starting with '-' is refused (the compiler would read it as an option)")
+    return resolve_in_tree(root, rel, error)
 
 
 def _posix(rel: str) -> str:
@@ -192,7 +216,7 @@ def _slot(label: str, root: Path, name: str, body: object) -> SlotOverride:
     if "source" not in body:
         raise error("source", "missing (the .cu file to compile)")
     source = body["source"]
-    real = resolve_in_tree(root, source, lambda msg: error("source", msg))
+    real = _named_path(root, source, lambda msg: error("source", msg))
     if not real.is_file():
         raise error("source", f"{source!r} is not a regular file")
     if PurePosixPath(source).suffix not in SOURCE_SUFFIXES:

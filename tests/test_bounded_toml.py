@@ -29,6 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
         ("a = ['''x''''" + ", " + "[" * 40 + "]" * 40 + "]", "nested deeper"),
         ('a = ["\\"", ' + "[" * 40 + "]" * 40 + "]", "nested deeper"),
     ],
+    ids=["arrays", "inline-tables", "depth-33", "dotted-key", "quoted-parts", "inline-dotted", "header",
+         "ml-basic-quotes", "ml-literal-quotes", "escaped-quote"],
 )
 def test_deep_nesting_is_refused_before_parsing(text, needle):
     with pytest.raises(NestingError, match=needle.replace("[", r"\[")):
@@ -46,6 +48,8 @@ def test_deep_nesting_is_refused_before_parsing(text, needle):
         "# " + "[" * 100 + "\na = [1.5, 2.5, 3.5, 1979-05-27T07:32:00.999, 6.626e-34]",
         "a = [\n" + "  1.5,\n" * 100 + "]",
     ],
+    ids=["depth-32", "key-of-32-parts", "brackets-in-string-and-comment", "dots-and-braces-in-strings",
+         "escaped-quotes-in-ml-string", "comment-and-numbers", "floats-over-lines"],
 )
 def test_strings_comments_and_numbers_do_not_count(text):
     assert bounded_toml.loads(text) == tomllib.loads(text)

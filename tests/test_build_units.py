@@ -12,7 +12,7 @@ from evalbot.build.backend import make_backend
 from evalbot.build.cache import BuildCache, slot_key
 from evalbot.build.capture import LogCapture
 from evalbot.build.cubin import CubinError, entry_kernels
-from evalbot.build.nvcc import compile_argv
+from evalbot.build.nvcc import ArchError, compile_argv, require_arch
 from evalbot.build.staging import stage_slot
 from evalbot.errors import EvalbotError
 from evalbot.manifest import ManifestError, load_manifest
@@ -177,10 +177,64 @@ def test_staging_refuses_directory_links(tmp_path):
 
 def test_nvcc_command_line():
     argv = compile_argv("src/a.cu", "/job/out/a.cubin", "sm_90a", ("include",), ("-use_fast_math", "-DTILE=64"))
-    assert argv == ["nvcc", "-cubin", "-arch=sm_90a", "-Iinclude", "-use_fast_math", "-DTILE=64",
-                    "-o", "/job/out/a.cubin", "src/a.cu"]
+    assert argv == ["nvcc", "-cubin", "-arch=sm_90a", "-I./include", "-use_fast_math", "-DTILE=64",
+                    "-o", "/job/out/a.cubin", "./src/a.cu"]
     with pytest.raises(EvalbotError, match="GPU arch 'compute_90'"):
         compile_argv("a.cu", "o", "compute_90", (), ())
+
+
+@pytest.mark.parametrize(
+    ("source", "include"),
+    [("--options-file=opts/x.cu", ()), ("src/-Xcompiler=-fplugin=p.cu", ()), ("/etc/passwd.cu", ()),
+     ("src/../../x.cu", ()), ("a.cu", ("-Iinclude",)), ("a.cu", ("inc/--keep",))],
+)
+def test_nvcc_command_line_refuses_paths_that_could_read_as_options(source, include):
+    with pytest.raises(EvalbotError, match="cannot go on the compiler's command line"):
+        compile_argv(source, "o.cubin", "sm_90", include, ())
+
+
+def test_nvcc_takes_an_options_file_argument_as_an_option_but_not_behind_dot_slash(tmp_path):
+    """Why the source goes on the command line as ./path: the same name, bare, is an nvcc option."""
+    require_nvcc()
+    (tmp_path / "opts").mkdir()
+    (tmp_path / "opts" / "x.cu").write_text("--version\n")  # an options file: nvcc would print its version
+    planted = tmp_path / "--options-file=opts"
+    planted.mkdir()
+    (planted / "x.cu").write_text('extern "C" __global__ void k(float* x) { x[0] = 1; }\n')
+    bare = subprocess.run(["nvcc", "-cubin", "-arch=sm_90", "-o", "bare.cubin", "--options-file=opts/x.cu"],
+                          cwd=tmp_path, capture_output=True, text=True)
+    assert "Cuda compilation tools" in bare.stdout and not (tmp_path / "bare.cubin").exists()
+    argv = ["nvcc", "-cubin", "-arch=sm_90", "-o", "safe.cubin", "./--options-file=opts/x.cu"]
+    safe = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True)
+    assert safe.returncode == 0, safe.stderr
+    assert "Cuda compilation tools" not in safe.stdout
+    assert entry_kernels((tmp_path / "safe.cubin").read_bytes()) == {"k"}
+
+
+def test_the_backends_nvcc_is_asked_about_the_exact_arch(tmp_path):
+    require_nvcc()
+    backend = make_backend(make_config(tmp_path, backend="local").build)
+    for arch in ("sm_90", "sm_90a", "sm_120"):
+        require_arch(backend, arch)
+    for arch, why in (("sm_99", "Unsupported gpu architecture 'sm_99'"),
+                      ("sm_90f", "Unsupported gpu architecture 'sm_90f'")):
+        with pytest.raises(ArchError) as info:
+            require_arch(backend, arch)
+        message = str(info.value)
+        assert message.startswith(f"the local build backend's nvcc cannot build for {arch}: nvcc fatal   : {why}; ")
+        assert " sm_90 " in message and " sm_120 " in message  # what it can build for, from --list-gpu-code
+
+
+def test_staging_refuses_file_names_that_do_not_print_plainly(tmp_path):
+    root = tree_with(tmp_path)
+    (root / "include" / "-harmless.cuh").write_text("// only ever #included\n")
+    manifest = load_manifest(root)
+    assert "include/-harmless.cuh" in stage_slot(manifest, manifest.slots["rmsnorm"], tmp_path / "ok")
+    (root / "include" / "evil\n### evalbot: XL.cuh").write_text("// a heading in a comment\n")
+    with pytest.raises(ManifestError) as info:
+        stage_slot(manifest, manifest.slots["rmsnorm"], tmp_path / "stage")
+    assert str(info.value) == (f"{root / 'kernels.toml'}: include[0]: 'include/evil\\n### evalbot: XL.cuh': the "
+                               "character '\\n' is refused in paths")
 
 
 def test_jobs_must_be_positive(tmp_path):

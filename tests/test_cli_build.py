@@ -62,6 +62,7 @@ def test_build_a_commit_and_a_pull_request_ref_from_a_repository(tmp_path):
 
     bad = evalbot(tmp_path, "build", "pull/4/head", "--repo", str(work), "--backend", "local")
     assert bad.returncode == 1
+    # nvcc compiled ./src/glu.cu (no path may read as an option); the reason names it as the manifest does.
     assert "REJECT slot glu_swiglu: src/glu.cu(1): error:" in bad.stdout
 
 
@@ -74,11 +75,100 @@ def test_refused_manifest_is_a_reject_line_and_exit_1(tmp_path):
     assert "REJECT" in done.stdout and "slot glu_swiglu: source: '../../etc/passwd': '..' is refused" in done.stdout
 
 
+def test_option_injection_through_the_source_path_is_a_reject_before_any_compile(tmp_path):
+    require_nvcc()
+    manifest = (KERNELS / "kernels.toml").read_text().replace('source = "src/glu.cu"',
+                                                               'source = "--options-file=opts/x.cu"')
+    tree = tree_with(tmp_path, manifest=manifest)
+    (tree / "opts").mkdir()
+    (tree / "opts" / "x.cu").write_text("-Xcompiler=-fplugin=./opts/plugin.so\n")
+    (tree / "--options-file=opts").mkdir()
+    (tree / "--options-file=opts" / "x.cu").write_text((tree / "src" / "glu.cu").read_text())
+    done = evalbot(tmp_path, "build", str(tree), "--backend", "local")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert ("REJECT " + f"{tree / 'kernels.toml'}: slot glu_swiglu: source: '--options-file=opts/x.cu': a path part "
+            "starting with '-' is refused") in done.stdout.replace("\n", "")
+    assert "built" not in done.stdout  # refused with the manifest: no slot was compiled
+
+
+@pytest.mark.parametrize("bomb", ["slots = " + "[" * 50_000 + "]" * 50_000, "slots" + ".s" * 50_000 + " = 1"],
+                         ids=["arrays", "dotted-key"])
+def test_a_toml_nesting_bomb_is_a_reject_not_a_traceback(tmp_path, bomb):
+    require_nvcc()
+    tree = tree_with(tmp_path, manifest="version = 1\n" + bomb + "\n")
+    done = evalbot(tmp_path, "build", str(tree), "--backend", "local")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert f"REJECT {tree / 'kernels.toml'}: line 2: " in done.stdout and "; refused" in done.stdout
+
+
+def test_an_arch_nvcc_cannot_target_is_exit_2_not_a_reject(tmp_path):
+    require_nvcc()
+    broken = tree_with(tmp_path, "this does not compile\n")  # would be a REJECT, were the arch buildable
+    for tree in (KERNELS, broken):
+        done = evalbot(tmp_path, "build", str(tree), "--arch", "sm_99", "--backend", "local")
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert "REJECT" not in done.stdout
+        (line,) = done.stderr.strip().splitlines()
+        assert line.startswith("error: the local build backend's nvcc cannot build for sm_99: nvcc fatal   : "
+                               "Unsupported gpu architecture 'sm_99'; it builds for ")
+
+
+def test_eval_build_only_with_an_unbuildable_arch_is_exit_2(tmp_path):
+    require_nvcc()
+    work = tmp_path / "kernels-repo"
+    shutil.copytree(KERNELS, work)
+    git(work, "init", "-q", "-b", "main")
+    git(work, "add", "-A")
+    git(work, "commit", "-q", "-m", "baseline")
+    done = evalbot(tmp_path, "eval", "HEAD", "--repo", str(work), "--build-only", "--arch", "sm_99",
+                   EVALBOT_BUILD__BACKEND="local")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "REJECT" not in done.stdout and "Traceback" not in done.stderr
+    assert "error: the local build backend's nvcc cannot build for sm_99" in done.stderr
+
+
+def test_every_evalbot_command_named_in_a_message_exists():
+    """Messages of the build and the config name commands to run; each must be one `evalbot --help` lists."""
+    import re
+
+    import typer
+
+    from evalbot.cli import app
+
+    group = typer.main.get_group(app)
+    named: set[tuple[str, str]] = set()
+    for path in [*(ROOT / "evalbot" / "build").glob("*.py"), ROOT / "evalbot" / "config.py",
+                 ROOT / "evalbot" / "cli_build.py"]:
+        named.update(re.findall(r"`evalbot ([a-z][a-z-]*)( [a-z][a-z-]*)?", path.read_text()))
+    assert ("build-image", "") in named  # the docker backend's "image is not present"
+    for command, sub in named:
+        found = group.get_command(None, command)  # type: ignore[arg-type]
+        assert found is not None, f"`evalbot {command}` is not a command"
+        if sub and hasattr(found, "commands"):
+            assert sub.strip() in found.commands, f"`evalbot {command}{sub}` is not a command"
+
+
+@pytest.mark.docker
+def test_a_missing_build_image_names_the_command_that_makes_one(tmp_path):
+    require_docker()
+    done = evalbot(tmp_path, "build", str(KERNELS), EVALBOT_BUILD__BACKEND="docker",
+                   EVALBOT_BUILD__IMAGE="evalbot-test-absent:0")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "docker image 'evalbot-test-absent:0' is not present" in done.stderr
+    assert "`evalbot build-image`" in done.stderr
+    assert evalbot(tmp_path, "build-image", "--help").returncode == 0
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
         (["build", "0" * 40, "--repo", "{repo}", "--backend", "local"], "cannot fetch 0000000000"),
         (["build", str(KERNELS), "--arch", "sm90", "--backend", "local"], "GPU arch 'sm90' is not of the form"),
+        (["build", "/nonexistent", "--repo", "{repo}", "--backend", "local"],
+         "/nonexistent: does not exist; give a directory holding kernels.toml, or a commit"),
+        (["build", "./missing/", "--backend", "local"], "./missing/: does not exist"),
+        (["build", str(KERNELS / "kernels.toml"), "--backend", "local"], "kernels.toml: is not a directory"),
     ],
 )
 def test_bad_input_is_one_red_line_and_exit_2(tmp_path, args, needle):

@@ -152,6 +152,55 @@ def test_source_paths_must_stay_in_the_tree(tree, source, needle):
     assert needle in message
 
 
+@pytest.mark.parametrize(
+    "source",
+    ["--options-file=opts/x.cu", "-Xcompiler=-fplugin=./evil.so.cu", "src/-run.cu", "src/--keep/rmsnorm.cu",
+     "-"],
+)
+def test_source_path_parts_that_read_as_options_are_refused(tree, source):
+    # The file exists, so only the leading '-' can be what is refused.
+    (tree / source).parent.mkdir(parents=True, exist_ok=True)
+    if source != "-":
+        (tree / source).write_text((tree / "src" / "rmsnorm.cu").read_text())
+    write(tree, RMSNORM.format(extra="", block="256", launch_extra="").replace("src/rmsnorm.cu", source))
+    assert refused(tree) == (f"{tree / MANIFEST_NAME}: slot rmsnorm: source: {source!r}: a path part starting with "
+                             "'-' is refused (the compiler would read it as an option)")
+
+
+def test_include_dirs_that_read_as_options_are_refused(tree):
+    (tree / "--options-file=include").mkdir()
+    rmsnorm(tree)
+    write(tree, (tree / MANIFEST_NAME).read_text().replace('include = ["include"]',
+                                                           'include = ["include", "--options-file=include"]'))
+    assert refused(tree).startswith(f"{tree / MANIFEST_NAME}: include[1]: '--options-file=include': a path part "
+                                    "starting with '-' is refused")
+
+
+@pytest.mark.parametrize("name", [r"src/a\nb.cu", r"src/a\u202eb.cu", r"src/a\u0007.cu", r"src/\u200bx.cu"])
+def test_paths_with_control_or_invisible_characters_are_refused(tree, name):
+    real = name.encode().decode("unicode_escape")  # the manifest spells the character as a TOML escape
+    (tree / real).write_text("// a source\n")
+    write(tree, RMSNORM.format(extra="", block="256", launch_extra="").replace("src/rmsnorm.cu", name))
+    message = refused(tree)
+    assert message.startswith(f"{tree / MANIFEST_NAME}: slot rmsnorm: source: {real!r}: the character ")
+    assert "\n" not in message and "\u202e" not in message
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ("slots = " + "[" * 100_000 + "]" * 100_000,
+         "line 2: nested deeper than 32 levels of arrays and inline tables"),
+        ("slots = " + "{a = " * 40_000 + "1" + "}" * 40_000,
+         "line 2: nested deeper than 32 levels of arrays and inline tables"),
+        ("slots" + ".s" * 100_000 + " = 1", "line 2: a dotted key of more than 32 parts"),
+    ],
+    ids=["arrays", "inline-tables", "dotted-key"],
+)
+def test_nesting_bombs_are_a_manifest_error(tree, body, needle):
+    assert refused(write(tree, "version = 1\n" + body + "\n")) == f"{tree / MANIFEST_NAME}: {needle}; refused"
+
+
 def test_symlink_leading_out_of_the_tree_is_refused(tree, tmp_path):
     secret = tmp_path / "secret.cu"
     secret.write_text("// outside the tree\n")

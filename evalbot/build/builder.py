@@ -21,7 +21,7 @@ from evalbot.build import diagnostics
 from evalbot.build.backend import Backend, RunResult, make_backend
 from evalbot.build.cache import CUBIN, BuildCache, slot_key
 from evalbot.build.cubin import CubinError, entry_kernels, kernel_params
-from evalbot.build.nvcc import check_arch, compile_argv
+from evalbot.build.nvcc import as_named, check_arch, compile_argv, require_arch
 from evalbot.build.staging import ABI_DIR, stage_slot
 from evalbot.build.verdict import BuildReport, SlotBuild
 from evalbot.config import BuildConfig, Config
@@ -45,6 +45,7 @@ def build_tree(tree: Path, config: Config, arch: str, *, backend: Backend | None
     started = time.monotonic()
     check_arch(arch)
     backend = backend or make_backend(config.build)
+    require_arch(backend, arch)  # an arch the compiler cannot target is the operator's error, not a REJECT
     say = progress or (lambda _msg: None)
 
     def report(slots: tuple[SlotBuild, ...], reasons: tuple[str, ...], toolchain: str = "") -> BuildReport:
@@ -171,7 +172,8 @@ class _Compiler:
         if reason := self._limit_hit(result):
             return failed(reason)
         if result.exit_code != 0:
-            return failed(diagnostics.first_error_line(result.log) or f"nvcc exited with status {result.exit_code}")
+            return failed(as_named(diagnostics.first_error_line(result.log)) or
+                          f"nvcc exited with status {result.exit_code}")
         try:
             data = _read_output(out / CUBIN)
             entries = entry_kernels(data)
@@ -189,7 +191,7 @@ class _Compiler:
         if result.oom:
             return f"build killed at the {self.limits.memory_mb} MB memory limit"
         if result.flooded:
-            first = diagnostics.first_error_line(result.log)
+            first = as_named(diagnostics.first_error_line(result.log))
             tail = f" (first error: {first})" if first else ""
             return f"compiler output passed the {self.limits.log_limit_bytes}-byte log limit; build stopped{tail}"
         return None

@@ -57,8 +57,9 @@ class DockerBackend:
         try:
             self.image_id: str = self.client.images.get(cfg.image).id
         except docker.errors.ImageNotFound:
-            raise EvalbotError(f"docker image {cfg.image!r} is not present; `docker pull {cfg.image}` or "
-                               "`evalbot build host-image`") from None
+            raise EvalbotError(f"docker image {cfg.image!r} is not present: `docker pull {cfg.image}`, or "
+                               "`evalbot build-image` to make one from this machine's CUDA toolkit (then set the "
+                               "[build] image and toolchain_mounts it prints)") from None
         self._toolchain: str | None = None
 
     def out_path(self, out: Path) -> str:

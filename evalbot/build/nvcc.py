@@ -1,4 +1,4 @@
-"""The nvcc command line of one slot, and the extra flags a manifest may add to it.
+"""The nvcc command line of one slot, the extra flags a manifest may add to it, and the GPU arch.
 
 Flags come from contributors, so they are matched against a whitelist of whole-token patterns:
 anything that could name a host program (``-ccbin``, ``--compiler-bindir``), pass raw options to
@@ -10,7 +10,11 @@ target architecture is refused. Only code-generation choices remain.
 from __future__ import annotations
 
 import re
+import tempfile
+from pathlib import Path, PurePosixPath
 
+from evalbot.build import diagnostics
+from evalbot.build.backend import Backend
 from evalbot.errors import EvalbotError
 
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]{0,63}"
@@ -31,6 +35,8 @@ ALLOWED_FLAG_PATTERNS: tuple[str, ...] = (
 _ALLOWED = re.compile("|".join(f"(?:{p})" for p in ALLOWED_FLAG_PATTERNS))
 _ARCH = re.compile(r"sm_\d{2,3}[af]?")
 MAX_FLAGS = 32
+# (toolchain, arch) pairs whose nvcc answered that it builds for the arch.
+_SUPPORTED: set[tuple[str, str]] = set()
 
 
 class FlagError(EvalbotError):
@@ -50,16 +56,69 @@ def check_flag(flag: object) -> str:
     return flag
 
 
+class ArchError(EvalbotError):
+    """The GPU architecture cannot be built for: the operator's (or the GPU's) fault, never a contributor's."""
+
+
 def check_arch(arch: str) -> str:
     if not _ARCH.fullmatch(arch):
-        raise EvalbotError(f"GPU arch {arch!r} is not of the form sm_90 / sm_120 / sm_90a")
+        raise ArchError(f"GPU arch {arch!r} is not of the form sm_90 / sm_120 / sm_90a")
     return arch
+
+
+def require_arch(backend: Backend, arch: str) -> None:
+    """Ask the backend's own nvcc whether it can build for ``arch``, before any slot is built.
+
+    ``--dryrun`` answers for the exact name, ``a`` / ``f`` variants included, without compiling;
+    the answer is kept for the toolchain (which names the nvcc version and the image).
+    """
+    check_arch(arch)
+    toolchain = backend.toolchain()
+    if (toolchain, arch) in _SUPPORTED:
+        return
+    with tempfile.TemporaryDirectory(prefix="evalbot-arch-") as tmp:
+        src, out = Path(tmp, "src"), Path(tmp, "out")
+        src.mkdir()
+        out.mkdir()
+        out.chmod(0o777)  # the sandbox's unprivileged user may write here
+        probe = backend.run(["nvcc", "--dryrun", "-cubin", f"-arch={arch}", "-o", f"{backend.out_path(out)}/probe",
+                             "./probe.cu"], src, out)
+        if probe.exit_code == 0:
+            _SUPPORTED.add((toolchain, arch))
+            return
+        if probe.exit_code is None:
+            raise EvalbotError(f"nvcc --dryrun for {arch} did not finish within the build limits: {probe.log[-300:]}")
+        listed = backend.run(["nvcc", "--list-gpu-code"], src, out)
+    said = diagnostics.first_error_line(probe.log) or probe.log.strip()[-200:] or f"exit status {probe.exit_code}"
+    codes = " ".join(listed.log.split()) if listed.exit_code == 0 else "(nvcc --list-gpu-code failed)"
+    raise ArchError(f"the {backend.name} build backend's nvcc cannot build for {arch}: {said}; it builds for "
+                    f"{codes} (and the sm_90a-style variants of those that have them)")
 
 
 def compile_argv(source: str, output: str, arch: str, include_dirs: tuple[str, ...],
                  flags: tuple[str, ...]) -> list[str]:
-    """nvcc arguments (paths relative to the staged source root) that compile one slot to a cubin."""
+    """nvcc arguments (paths relative to the staged source root) that compile one slot to a cubin.
+
+    The source and include paths come from the manifest, which refuses any part starting with '-';
+    they are passed as ``./path`` all the same, so that none can read as an option. (nvcc 13.0 has no
+    ``--`` to end its options: it answers "Unknown option '--'".)
+    """
     argv = ["nvcc", "-cubin", f"-arch={check_arch(arch)}"]
-    argv += [f"-I{d}" for d in include_dirs]
+    argv += [f"-I{_relative(d)}" for d in include_dirs]
     argv += [check_flag(f) for f in flags]
-    return [*argv, "-o", output, source]
+    return [*argv, "-o", output, _relative(source)]
+
+
+def as_named(message: str | None) -> str | None:
+    """A compiler message that starts with a ``./path`` of :func:`compile_argv`, naming the path as the
+    manifest does (the contributor wrote ``src/a.cu``, not ``./src/a.cu``)."""
+    return message.removeprefix("./") if message else message
+
+
+def _relative(path: str) -> str:
+    """``./path`` for a tree-relative POSIX path; one with a part starting with '-' or not relative raises."""
+    pure = PurePosixPath(path)
+    if pure.is_absolute() or not pure.parts or any(part.startswith("-") or part == ".." for part in pure.parts):
+        raise EvalbotError(f"{path!r} cannot go on the compiler's command line: it must be a relative path with "
+                           "no part starting with '-' and no '..'")
+    return f"./{pure.as_posix()}"

@@ -4,7 +4,7 @@ The compiler gets the slot's source, the manifest's ``include`` directories and 
 ABI header, nothing else of the contributor's tree. That keeps the build cache exact (its key hashes
 every file the compile could read) and keeps the sandbox's source mount free of anything the
 manifest did not declare. Symlinks are resolved inside the tree and copied as plain files; any
-leading outside is refused.
+leading outside is refused, and so is a file name holding control or invisible characters.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import hashlib
 import os
 from pathlib import Path, PurePosixPath
 
-from evalbot.manifest import Manifest, ManifestError, SlotOverride, resolve_in_tree
+from evalbot.manifest import Manifest, ManifestError, SlotOverride, refuse_unprintable, resolve_in_tree
 from reference_runtime.runtime.abi import HEADER_NAME, header_path
 
 MAX_FILES = 2000
@@ -68,6 +68,9 @@ def _walk(root: Path, rel: str, where: str) -> list[tuple[str, Path]]:
         for name in [*dirs, *files]:
             path = here / name
             tree_name = (Path(rel) / path.relative_to(top)).as_posix()
+            # A name starting with '-' is harmless here (files are only #included, never on the
+            # command line), but one that does not print plainly would reach reasons and comments.
+            refuse_unprintable(tree_name, refuse)
             if path.is_symlink():
                 real = resolve_in_tree(root, tree_name, refuse)
                 if real.is_dir():
