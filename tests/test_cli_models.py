@@ -110,3 +110,22 @@ def test_models_verify_fails_on_missing_and_altered_files(tmp_path):
     assert result.returncode == 1
     assert "FAIL qwen3moe-tiny: sha256" in result.stdout
     assert "FAIL gemma4-tiny: missing" in result.stdout
+
+
+def test_reference_reports_each_layer_as_it_goes(tmp_path):
+    """`evalbot reference` draws its progress bar from these calls: one per layer, in order."""
+    from reference_runtime.arch import read_config
+    from reference_runtime.gguf_model import GGUFModel
+    from reference_runtime.reference_cache import reference_logprobs
+
+    model_path = write_micro("gemma4", tmp_path)
+    tokens = corpus.byte_tokens() % 64
+    seen: list[tuple[int, int]] = []
+    with GGUFModel.open(model_path) as model:
+        n_layer = read_config(model).n_layer
+        text = corpus.load(corpus.tokenizer_of(model), corpus.save("micro", tokens, tmp_path / "t.json"))
+        reference_logprobs(model, text, tmp_path / "ref", on_layer=lambda done, total: seen.append((done, total)))
+        assert seen == [(i, n_layer) for i in range(1, n_layer + 1)] and n_layer > 1
+        seen.clear()
+        assert reference_logprobs(model, text, tmp_path / "ref", on_layer=lambda *a: seen.append(a)).hit
+    assert seen == []  # a cache hit computes nothing
