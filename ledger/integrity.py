@@ -15,7 +15,7 @@ the ordinary typed reads fail. It runs only after a read has failed, or inside `
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -102,7 +102,7 @@ def value_problem(table: str, column: Column[Any], value: Any) -> str | None:
         try:
             parsed = json.loads(value)
         except ValueError as exc:
-            return f"is not valid JSON ({exc.msg} at character {exc.pos}: {_shown(value)})"
+            return f"is not valid JSON ({exc.msg}, character {exc.pos}: {_shown(value)})"
         if not isinstance(parsed, want):
             return f"holds a JSON {type(parsed).__name__}, not the {want.__name__} written there"
         if table == "evaluations" and column.name == "reasons" and not all(isinstance(r, str) for r in parsed):
@@ -148,8 +148,19 @@ def _raw_rows(conn: Connection, table: Table) -> Iterator[Mapping[str, Any]]:
         yield row._mapping
 
 
-def _decode(conn: Connection, column: Column[Any], raw: Any) -> tuple[Any, str | None]:
-    processor = column.type.dialect_impl(conn.dialect).result_processor(conn.dialect, None)
+def _processors(conn: Connection, table: Table) -> dict[str, Callable[[Any], Any] | None]:
+    """Each column's result processor: what turns its raw driver value into the typed one."""
+    found: dict[str, Callable[[Any], Any] | None] = {}
+    for column in table.columns:
+        try:
+            found[column.name] = column.type.dialect_impl(conn.dialect).result_processor(conn.dialect, None)
+        except (TypeError, KeyError):
+            # psycopg's numeric processor needs the server's type code; that driver returns typed values.
+            found[column.name] = None
+    return found
+
+
+def _decode(processor: Callable[[Any], Any] | None, raw: Any) -> tuple[Any, str | None]:
     if processor is None or raw is None:
         return raw, None
     try:
@@ -164,9 +175,10 @@ def find_damage(conn: Connection) -> Damage | None:
         return damage
     found: list[Damage] = []
     for table in LEDGER_TABLES:
+        processors = _processors(conn, table)
         for raw in _raw_rows(conn, table):
             for column in table.columns:
-                value, why = _decode(conn, column, raw[column.name])
+                value, why = _decode(processors[column.name], raw[column.name])
                 if why is None:
                     why = value_problem(table.name, column, value)
                     if why is None and isinstance(_base_type(column.type), Boolean) and raw[column.name] not in (

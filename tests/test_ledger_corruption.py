@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
-from test_ledger_support import new_signer, populated, run_cli, sha
+from test_ledger_support import backend_url, new_signer, populated, run_cli, sha
 
 from ledger import Ledger
 from ledger.integrity import LedgerCorruptError
+from ledger.verify import ProblemKind
 
 # Every case runs the CLI several times (a few seconds each on a small machine).
 pytestmark = pytest.mark.slow
@@ -135,3 +136,25 @@ def test_a_garbage_chain_timestamp_is_corruption(db: Path) -> None:
     verified = run_cli("ledger", "verify", "--url", db)
     assert verified.returncode == 1 and "Traceback" not in verified.stderr, verified.stderr
     assert "corrupted at entry 3: entries row seq 3, column recorded_at" in verified.stdout.replace("\n", "")
+
+
+@pytest.mark.postgres
+def test_a_damaged_value_on_postgres_is_corruption_too(tmp_path: Path) -> None:
+    """A server keeps column types, but JSON is text there too: verify and the reads name it."""
+    urls = backend_url("postgres", tmp_path)  # skips, saying why, without a PostgreSQL server
+    url = next(urls)
+    try:
+        populated(url, new_signer(tmp_path), evaluations=4).close()
+        engine = create_engine(url)
+        with engine.begin() as conn:
+            conn.execute(text("SET LOCAL session_replication_role = replica"))
+            conn.execute(text("UPDATE evaluations SET reasons = '[\"cut' WHERE seq = 2"))
+        engine.dispose()
+        with Ledger.open(url) as ledger:
+            report = ledger.verify()
+            assert report.problem is not None and report.problem.kind is ProblemKind.CORRUPT
+            assert report.problem.seq == 2 and "evaluations row seq 2, column reasons" in report.problem.message
+            with pytest.raises(LedgerCorruptError, match="evaluations row seq 2, column reasons: is not valid JSON"):
+                ledger.history()
+    finally:
+        urls.close()
