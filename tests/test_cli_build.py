@@ -149,6 +149,23 @@ def test_every_evalbot_command_named_in_a_message_exists():
             assert sub.strip() in found.commands, f"`evalbot {command}{sub}` is not a command"
 
 
+def test_the_example_readme_says_how_to_get_the_default_build_image():
+    import re
+
+    import typer
+
+    from evalbot.cli import app
+    from evalbot.config import BuildConfig
+
+    readme = (ROOT / "evalbot" / "example_kernels" / "README.md.txt").read_text()
+    assert f"docker pull {BuildConfig().image}\n" in readme  # the image the default [build] config runs
+    assert "evalbot build-image\n" in readme
+    commands = set(re.findall(r"^evalbot ([a-z-]+)", readme, flags=re.MULTILINE))
+    assert {"build", "build-image", "eval", "models"} <= commands
+    group = typer.main.get_group(app)
+    assert all(group.get_command(None, c) is not None for c in commands)  # type: ignore[arg-type]
+
+
 @pytest.mark.docker
 def test_a_missing_build_image_names_the_command_that_makes_one(tmp_path):
     require_docker()
