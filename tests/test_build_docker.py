@@ -6,8 +6,12 @@ after it works.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import os
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -16,13 +20,38 @@ from pathlib import Path
 import docker
 import pytest
 
+from evalbot.build.backend import OUTPUT_LIMIT_BYTES, OUTPUT_MAX_ENTRIES
 from evalbot.build.builder import build_tree
 from evalbot.build.cubin import entry_kernels
-from evalbot.build.docker_backend import LABEL, DockerBackend
+from evalbot.build.docker_backend import (
+    DEADLINE_LABEL,
+    LABEL,
+    OWNER_LABEL,
+    SANDBOX,
+    DockerBackend,
+    machine,
+    owner,
+    reap,
+    start_time,
+)
 from evalbot.build.hostimage import build_host_image
 from evalbot.build.local_backend import LocalBackend
 from evalbot.config import Config
-from tests.build_support import INCLUDE_BOMB, KERNELS, TEST_IMAGE, WARNING_FLOOD, make_config, require_docker, tree_with
+from evalbot.errors import EvalbotError
+from tests.build_support import (
+    INCLUDE_BOMB,
+    KERNELS,
+    ONE_SLOT_MANIFEST,
+    TEST_IMAGE,
+    WARNING_FLOOD,
+    EngineProxy,
+    PlantingBackend,
+    finishes,
+    make_config,
+    require_docker,
+    tree_bytes,
+    tree_with,
+)
 
 pytestmark = pytest.mark.docker
 
@@ -59,7 +88,12 @@ def assert_next_build_works(cfg: Config, tmp_path: Path) -> None:
 
 
 def no_build_containers_left() -> bool:
-    return not docker.from_env().containers.list(all=True, filters={"label": LABEL})
+    """None of this process's build containers is left (other processes may be building on the same engine)."""
+    return not containers_of(owner())
+
+
+def containers_of(owner_label: str) -> list:
+    return docker.from_env().containers.list(all=True, filters={"label": f"{OWNER_LABEL}={owner_label}"})
 
 
 @pytest.mark.parametrize("arch", ["sm_90", "sm_120"])
@@ -248,7 +282,8 @@ def test_the_container_is_locked_down(cfg, tmp_path):
     backend = DockerBackend(cfg.build)
     script = ("id -u; grep CapEff /proc/self/status; ulimit -f; touch /job/src/x; touch /x; touch /job/out/ok && "
               "echo OUT-WRITABLE; cat /sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/pids.max "
-              "/sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory.max 2>/dev/null; true")
+              "/sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory.max 2>/dev/null; "
+              "df -k /job/out | tail -n 1; true")
     with tempfile.TemporaryDirectory() as tmp:
         src, out = Path(tmp, "src"), Path(tmp, "out")
         src.mkdir()
@@ -266,6 +301,7 @@ def test_the_container_is_locked_down(cfg, tmp_path):
     assert "OUT-WRITABLE" in result.log
     assert "256" in lines  # pids limit
     assert str(2048 * 2**20) in lines  # memory limit
+    assert any(line.split()[1:2] == [str(OUTPUT_LIMIT_BYTES // 1024)] for line in lines)  # df: 1K-blocks of /job/out
 
 
 def test_never_ending_compile_is_killed_at_the_time_limit(cfg, tmp_path):
@@ -340,3 +376,167 @@ def test_the_image_entrypoint_never_runs(cfg, tmp_path):
         assert result.log == "direct\n"
     finally:
         client.images.remove("evalbot-test-entrypoint:1", force=True)
+
+
+def scratch(tmp_path: Path) -> tuple[Path, Path]:
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    out.mkdir()
+    return src, out
+
+
+@pytest.mark.parametrize(("script", "kind"), [
+    ("mkfifo {out}", "a FIFO"), ("ln -s /etc/shadow {out}", "a symbolic link"), ("mkdir {out}", "a directory"),
+], ids=["fifo", "symlink", "directory"])
+def test_a_fifo_link_or_directory_planted_at_the_output_path_is_a_reject(cfg, tmp_path, script, kind):
+    backend = PlantingBackend(DockerBackend(cfg.build), script)
+    tree = tree_with(tmp_path, manifest=ONE_SLOT_MANIFEST)
+    report = finishes(lambda: build_tree(tree, cfg, "sm_90", backend=backend, use_cache=False), within_s=120)
+    assert report.reasons == (f"slot rmsnorm: no usable cubin: kernel.cubin is {kind}, not a regular file",)
+
+
+def test_the_output_directory_is_capped_in_total_not_only_per_file(cfg, tmp_path):
+    backend = DockerBackend(cfg.build)
+    src, out = scratch(tmp_path)
+    # Two files, each well under the 512 MiB per-file cap, together past the output directory's size.
+    script = "for f in a b; do head -c 104857600 /dev/zero > /job/out/$f || echo FAILED $f; done"
+    result = backend.run(["sh", "-c", script], src, out)
+    assert "No space left on device" in result.log and "FAILED b" in result.log
+    assert result.disk_full == f"its {OUTPUT_LIMIT_BYTES // 2**20} MiB output directory"
+    used, _ = tree_bytes(out)
+    assert used <= OUTPUT_LIMIT_BYTES
+    # Entries are capped too: an endless stream of empty files stops at the mount's inode count.
+    files = "i=0; while true > /job/out/f$i; do i=$((i+1)); done 2>/dev/null; echo MADE $i"
+    (tmp_path / "out2").mkdir()
+    many = backend.run(["sh", "-c", files], src, tmp_path / "out2")
+    assert f"MADE {OUTPUT_MAX_ENTRIES - 1}\n" in many.log
+    assert many.disk_full
+    # Through the builder, filling the output is the contributor's REJECT, whatever the compiler's status.
+    planting = PlantingBackend(backend, "head -c 200000000 /dev/zero > {out}; true")
+    tree = tree_with(tmp_path, manifest=ONE_SLOT_MANIFEST)
+    report = build_tree(tree, cfg, "sm_90", backend=planting, use_cache=False)
+    assert report.reasons == (f"slot rmsnorm: build filled its {OUTPUT_LIMIT_BYTES // 2**20} MiB output directory",)
+    assert no_build_containers_left()
+
+
+BOT = """
+import sys
+from pathlib import Path
+from evalbot.build import docker_backend
+from tests.build_support import make_config
+docker_backend.COPY_GRACE_S = 1.0  # the container's own clock: 3 s + 1 s
+cfg = make_config(Path(sys.argv[1]) / "cache", backend="docker", image=sys.argv[2], toolchain_mounts=sys.argv[3:],
+                  timeout_s=3.0)
+work = Path(sys.argv[1])
+docker_backend.DockerBackend(cfg.build).run(["sleep", "600"], work, work)
+"""
+
+
+@pytest.mark.slow
+def test_a_container_outlives_no_killed_bot(cfg, tmp_path):
+    """The bot is SIGKILLed mid-build (a compile of 600 s under a 3 s limit): the container's own clock
+    ends it and the engine removes it, with no bot left to do either."""
+    root = Path(__file__).parents[1]
+    bot = subprocess.Popen([sys.executable, "-c", BOT, str(tmp_path), cfg.build.image, *cfg.build.toolchain_mounts],
+                           cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and start_time(bot.pid) is not None:
+            owned = containers_of(f"{machine()}/{bot.pid}/{start_time(bot.pid)}")
+            if owned and owned[0].status == "running":
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the bot never started its build container")
+        (container,) = owned
+        assert container.labels[LABEL] == SANDBOX
+        bot.kill()
+        bot.wait()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                container.reload()
+            except docker.errors.NotFound:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail(f"container {container.short_id} is still there 30 s after its bot died")
+    finally:
+        bot.kill()
+        bot.wait()
+
+
+def test_start_up_reaps_leftovers_of_dead_bots_and_past_deadlines(cfg, image):
+    client = docker.from_env()
+    mortal = subprocess.Popen(["sleep", "30"])
+    dead = f"{machine()}/{mortal.pid}/{start_time(mortal.pid)}"
+    mortal.kill()
+    mortal.wait()
+    future, past = f"{time.time() + 3600:.0f}", f"{time.time() - 1:.0f}"
+    cases = {
+        "dead owner here": ({OWNER_LABEL: dead, DEADLINE_LABEL: future}, True),
+        "live owner here": ({OWNER_LABEL: owner(), DEADLINE_LABEL: future}, False),
+        "owner elsewhere": ({OWNER_LABEL: "other-boot/1/1/1", DEADLINE_LABEL: future}, False),
+        "owner elsewhere, past its deadline": ({OWNER_LABEL: "other-boot/1/1/1", DEADLINE_LABEL: past}, True),
+        "no owner (an older evalbot)": ({}, True),
+    }
+    mounts = {m: {"bind": m, "mode": "ro"} for m in cfg.build.toolchain_mounts}
+    made = {}
+    try:
+        for what, (labels, _) in cases.items():
+            made[what] = client.containers.create(cfg.build.image, ["sleep", "600"], entrypoint=[], volumes=mounts,
+                                                  labels={LABEL: SANDBOX, **labels})
+        # Not a build: a container of the build image inherits the image's label with another value.
+        made["a container of the image"] = client.containers.create(cfg.build.image, ["sleep", "600"], entrypoint=[],
+                                                                    volumes=mounts)
+        assert made["a container of the image"].labels[LABEL] != SANDBOX
+        made["live owner here"].start()
+        DockerBackend(cfg.build)  # reaps on start-up
+        left = {c.id for c in client.containers.list(all=True)}
+        gone = {what for what, c in made.items() if c.id not in left}
+        assert gone == {what for what, (_, reaped) in cases.items() if reaped}
+        assert reap(client) == []  # nothing more to remove
+    finally:
+        for container in made.values():
+            with contextlib.suppress(docker.errors.NotFound):
+                container.remove(force=True)
+
+
+def test_the_engine_failing_mid_build_is_an_error_not_a_reject(cfg, tmp_path):
+    """A contributor's fault is a REJECT; the engine going away is the bot's error, retried later."""
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if not host.startswith("unix://"):
+        pytest.skip(f"the engine is not on a unix socket here ({host})")
+    with pytest.raises(EvalbotError, match="docker engine not reachable"):
+        DockerBackend(cfg.build, client=docker.DockerClient(base_url=f"unix://{tmp_path}/none.sock", version="1.41"))
+    proxy = EngineProxy(tmp_path / "engine.sock", host.removeprefix("unix://"))
+    backend = DockerBackend(cfg.build, client=docker.DockerClient(base_url=f"unix://{proxy.path}", timeout=60))
+    src, out = scratch(tmp_path)
+    outcome: list[BaseException] = []
+
+    def build() -> None:
+        try:
+            backend.run(["sleep", "600"], src, out)
+        except BaseException as exc:  # handed to the test's thread
+            outcome.append(exc)
+
+    worker = threading.Thread(target=build, daemon=True)
+    worker.start()
+    owned: list = []
+    try:
+        deadline = time.monotonic() + 60
+        while not owned and time.monotonic() < deadline:
+            owned = [c for c in containers_of(owner()) if c.status == "running"]
+            time.sleep(0.1)
+        assert owned, "the build container never started"
+        proxy.cut()
+        worker.join(60)
+        assert not worker.is_alive()
+        (error,) = outcome
+        assert isinstance(error, EvalbotError) and str(error).startswith("docker engine failed during a build")
+        with pytest.raises(EvalbotError, match="docker engine failed during a build"):
+            build_tree(tree_with(tmp_path, manifest=ONE_SLOT_MANIFEST), cfg, "sm_90", backend=backend, use_cache=False)
+    finally:
+        for container in owned:
+            with contextlib.suppress(docker.errors.NotFound):
+                container.remove(force=True)

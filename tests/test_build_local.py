@@ -1,19 +1,36 @@
 """The local (unsandboxed) backend: same limits on time and output, scrubbed environment, no network
-namespace when unshare allows one, and the compiler's whole process group killed at the limit."""
+namespace when unshare allows one, the compiler's whole process group killed at the limit and when the
+bot dies, capped output; and the reader of what a build leaves, shared with the docker backend."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from evalbot.build.builder import build_tree
+from evalbot.build.backend import MAX_FILE_BYTES, OUTPUT_LIMIT_BYTES
+from evalbot.build.builder import OutputError, build_tree, read_output
 from evalbot.build.local_backend import LocalBackend, unshare_prefix
 from evalbot.config import Config
-from tests.build_support import INCLUDE_BOMB, KERNELS, WARNING_FLOOD, make_config, require_nvcc, tree_with
+from tests.build_support import (
+    INCLUDE_BOMB,
+    KERNELS,
+    ONE_SLOT_MANIFEST,
+    WARNING_FLOOD,
+    PlantingBackend,
+    finishes,
+    make_config,
+    require_nvcc,
+    tree_bytes,
+    tree_with,
+)
 
 SECRET = "ghp_evalbotLocalSecret987654321"
 
@@ -154,3 +171,98 @@ def test_a_kernel_whose_parameters_differ_from_the_slot_signature_is_rejected(cf
     assert "EVALBOT_RMSNORM_ARGS" in reason
     # the next build of the right kernel works
     assert build_tree(KERNELS, cfg, "sm_90").ok
+
+
+@pytest.mark.parametrize(("plant", "kind"), [
+    (lambda p: os.mkfifo(p), "a FIFO"),
+    (lambda p: os.symlink("/etc/passwd", p), "a symbolic link"),
+    (lambda p: p.mkdir(), "a directory"),
+], ids=["fifo", "symlink", "directory"])
+def test_reading_the_output_never_blocks_nor_follows(tmp_path, plant, kind):
+    path = tmp_path / "kernel.cubin"
+    plant(path)
+    with pytest.raises(OutputError) as caught:
+        finishes(lambda: read_output(path, 2**20), within_s=10)
+    assert str(caught.value) == f"kernel.cubin is {kind}, not a regular file"
+
+
+def test_reading_the_output_is_bounded(tmp_path):
+    path = tmp_path / "kernel.cubin"
+    with pytest.raises(OutputError, match=r"^kernel\.cubin was not written$"):
+        read_output(path, 16)
+    path.write_bytes(b"x" * 17)
+    with pytest.raises(OutputError, match=r"^kernel\.cubin is larger than 16 bytes$"):
+        read_output(path, 16)
+    path.write_bytes(b"x" * 16)
+    assert read_output(path, 16) == b"x" * 16
+
+
+@pytest.mark.parametrize(("script", "kind"), [("mkfifo {out}", "a FIFO"),
+                                              ("ln -s /etc/passwd {out}", "a symbolic link")], ids=["fifo", "symlink"])
+def test_a_fifo_or_link_planted_by_the_compile_is_a_reject(cfg, tmp_path, script, kind):
+    backend = PlantingBackend(LocalBackend(cfg.build), script)
+    tree = tree_with(tmp_path, manifest=ONE_SLOT_MANIFEST)
+    report = finishes(lambda: build_tree(tree, cfg, "sm_90", backend=backend, use_cache=False), within_s=60)
+    assert report.reasons == (f"slot rmsnorm: no usable cubin: kernel.cubin is {kind}, not a regular file",)
+
+
+def test_the_output_and_its_files_are_capped(cfg, tmp_path):
+    backend = LocalBackend(cfg.build)
+    out = tmp_path / "out"
+    out.mkdir()
+    # Per file: RLIMIT_FSIZE (sh counts 512-byte blocks).
+    assert backend.run(["sh", "-c", "ulimit -f"], tmp_path, out).log == f"{MAX_FILE_BYTES // 512}\n"
+    # In total: 8 MiB files, 40 of them if nothing stops the loop.
+    script = f"for i in $(seq 40); do head -c 8388608 /dev/zero > {out}/f$i; sleep 0.1; done; echo ALL-WRITTEN"
+    result = backend.run(["sh", "-c", script], tmp_path, out)
+    assert result.disk_full == f"its {OUTPUT_LIMIT_BYTES // 2**20} MiB output directory"
+    assert result.exit_code is None
+    assert "ALL-WRITTEN" not in result.log and not (out / "f40").exists()
+    used, _ = tree_bytes(out)
+    assert OUTPUT_LIMIT_BYTES < used < 40 * 8 * 2**20
+    planting = PlantingBackend(backend, "head -c 200000000 /dev/zero > {out}")
+    tree = tree_with(tmp_path, manifest=ONE_SLOT_MANIFEST)
+    report = build_tree(tree, cfg, "sm_90", backend=planting, use_cache=False)
+    assert report.reasons == (f"slot rmsnorm: build filled its {OUTPUT_LIMIT_BYTES // 2**20} MiB output directory",)
+
+
+BOT = """
+import sys
+from pathlib import Path
+from evalbot.build import local_backend
+from tests.build_support import make_config
+if sys.argv[2] == "no-namespaces":
+    local_backend.unshare_prefix = lambda: ()
+cfg = make_config(Path(sys.argv[1]) / "cache", backend="local", timeout_s=float(sys.argv[3]))
+work = Path(sys.argv[1]) / "work"
+local_backend.LocalBackend(cfg.build).run(["sh", "-c", "sleep 300 & sleep 300"], work, work)
+"""
+
+
+@pytest.mark.parametrize("mode", ["namespaces", "no-namespaces"])
+def test_a_killed_bot_leaves_no_compile_running(cfg, tmp_path, mode):
+    """The bot is SIGKILLed mid-build: with a pid namespace the compile dies with it; without one, the
+    command's own clock kills its process group shortly after the time limit (here 2 s)."""
+    if mode == "namespaces" and "--kill-child" not in unshare_prefix():
+        pytest.skip("unshare cannot create a pid namespace here")
+    work = tmp_path / "work"
+    work.mkdir()
+    timeout_s = "60" if mode == "namespaces" else "2"
+    bot = subprocess.Popen([sys.executable, "-c", BOT, str(tmp_path), mode, timeout_s], cwd=Path(__file__).parents[1],
+                           env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    try:
+        deadline = time.monotonic() + 20
+        while len(_processes_in(work)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(_processes_in(work)) >= 2, "the build never started"
+        bot.kill()
+        bot.wait()
+        deadline = time.monotonic() + 15
+        while _processes_in(work) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _processes_in(work) == []
+    finally:
+        bot.kill()
+        for pid in _processes_in(work):  # only the test's own sleeps can be there
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

@@ -1,5 +1,5 @@
 """What a build backend does: run one compiler command over a read-only source tree, writing only
-to an output directory, within time and output limits; and name its toolchain for the build cache.
+to an output directory, within time, memory and disk limits; and name its toolchain for the build cache.
 """
 
 from __future__ import annotations
@@ -11,6 +11,13 @@ from typing import Protocol
 
 from evalbot.config import BuildConfig
 from evalbot.errors import EvalbotError
+
+# Everything a build leaves in its output directory, all files together (a cubin is at most half this).
+OUTPUT_LIMIT_BYTES = 128 * 2**20
+# Entries (files, directories, links) the output directory may hold.
+OUTPUT_MAX_ENTRIES = 1024
+# No single file a compile writes (temporaries included) may exceed this.
+MAX_FILE_BYTES = 512 * 2**20
 
 
 def sandbox_env(tmp: str) -> dict[str, str]:
@@ -29,6 +36,7 @@ class RunResult:
     timed_out: bool = False
     flooded: bool = False  # output passed the log limit and the build was stopped
     oom: bool = False  # killed by the memory limit
+    disk_full: str = ""  # what the build filled ("its 128 MiB output directory"), empty if nothing
 
 
 class Backend(Protocol):
@@ -40,7 +48,12 @@ class Backend(Protocol):
         ...
 
     def run(self, argv: Sequence[str], src: Path, out: Path) -> RunResult:
-        """Run ``argv`` with ``src`` read-only and ``out`` writable; never raises for the command's failures."""
+        """Run ``argv`` with ``src`` read-only and ``out`` writable; never raises for the command's failures.
+
+        Afterwards ``out`` holds what the command left in its output directory, at most
+        :data:`OUTPUT_LIMIT_BYTES`; none of it is trusted (a FIFO or a link is possible). An
+        :class:`EvalbotError` means the backend itself failed (the engine went away), never the command.
+        """
         ...
 
     def toolchain(self) -> str:

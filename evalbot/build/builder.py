@@ -160,7 +160,6 @@ class _Compiler:
         override = staged.override
         out = staged.src.parent / "out"
         out.mkdir()
-        out.chmod(0o777)  # the sandbox's unprivileged user writes here
         output = f"{self.backend.out_path(out)}/{CUBIN}"
         argv = compile_argv(override.source, output, self.arch, (ABI_DIR, *self.manifest.include), override.flags)
         self.say(f"{override.slot}: compiling")
@@ -175,10 +174,10 @@ class _Compiler:
             return failed(as_named(diagnostics.first_error_line(result.log)) or
                           f"nvcc exited with status {result.exit_code}")
         try:
-            data = _read_output(out / CUBIN)
+            data = read_output(out / CUBIN, MAX_CUBIN_BYTES)
             entries = entry_kernels(data)
             params = kernel_params(data)
-        except (OSError, CubinError) as exc:
+        except (OutputError, CubinError) as exc:
             return failed(f"no usable cubin: {exc}")
         meta = {"source": override.source, "arch": self.arch, "files": staged.digests, "flags": list(override.flags),
                 "toolchain": self.toolchain, "seconds": round(result.seconds, 3), "entries": sorted(entries)}
@@ -194,19 +193,52 @@ class _Compiler:
             first = as_named(diagnostics.first_error_line(result.log))
             tail = f" (first error: {first})" if first else ""
             return f"compiler output passed the {self.limits.log_limit_bytes}-byte log limit; build stopped{tail}"
+        if result.disk_full:
+            return f"build filled {result.disk_full}"
         return None
 
 
-def _read_output(path: Path) -> bytes:
-    """Read the cubin the sandbox wrote without following a link it may have planted there."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+class OutputError(Exception):
+    """What the sandbox left at the output path is not a cubin file the bot may read."""
+
+
+_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFLNK: "a symbolic link", stat.S_IFDIR: "a directory",
+          stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket"}
+
+
+def read_output(path: Path, limit: int) -> bytes:
+    """Read a file the sandbox wrote, at most ``limit`` bytes, without ever blocking or following a link.
+
+    The sandbox may have planted anything at ``path``: opening a FIFO would wait forever for a writer,
+    a link could lead to a host file. So: ``lstat`` must say regular file; the open does not follow
+    links nor wait (``O_NOFOLLOW | O_NONBLOCK``); ``fstat`` must still say the same regular file (it
+    may have been swapped in between); and the read stops past ``limit`` whatever the size claimed.
+    """
+    name = path.name
     try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise OSError(f"{path.name} is not a regular file")
-        if info.st_size > MAX_CUBIN_BYTES:
-            raise OSError(f"{path.name} is larger than {MAX_CUBIN_BYTES} bytes")
-        with os.fdopen(fd, "rb", closefd=False) as handle:
-            return handle.read()
+        seen = os.lstat(path)
+    except FileNotFoundError:
+        raise OutputError(f"{name} was not written") from None
+    except OSError as exc:
+        raise OutputError(f"{name} cannot be examined: {exc.strerror}") from None
+    if not stat.S_ISREG(seen.st_mode):
+        raise OutputError(f"{name} is {_KINDS.get(stat.S_IFMT(seen.st_mode), 'not a file')}, not a regular file")
+    if seen.st_size > limit:
+        raise OutputError(f"{name} is larger than {limit} bytes")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise OutputError(f"{name} cannot be opened: {exc.strerror}") from None
+    try:
+        opened = os.fstat(fd)
+        if not stat.S_ISREG(opened.st_mode) or (opened.st_dev, opened.st_ino) != (seen.st_dev, seen.st_ino):
+            raise OutputError(f"{name} was replaced while it was read")
+        chunks, total = [], 0
+        while chunk := os.read(fd, min(2**20, limit + 1 - total)):
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > limit:
+                raise OutputError(f"{name} is larger than {limit} bytes")
+        return b"".join(chunks)
     finally:
         os.close(fd)
