@@ -133,11 +133,10 @@ def missing_schema(conn: Connection) -> Damage | None:
 
 
 def _row_key(table: Table, raw: Mapping[str, Any]) -> tuple[str, int | None]:
-    names = [c.name for c in table.primary_key.columns]
-    shown = ", ".join(f"{n} {raw[n]}" if len(str(raw[n])) <= _SHOWN_CHARS else f"{n} {_shown(raw[n])}"
-                      for n in names)
+    """How a row is named in messages ("seq 5"), and its chain position when it has one."""
+    shown = ", ".join(f"{c.name} {raw[c.name]}" for c in table.primary_key.columns)
     seq = raw.get("seq", raw.get("evaluation_seq"))
-    return shown, seq if isinstance(seq, int) and table.name != "chain_head" else None
+    return shown[: 2 * _SHOWN_CHARS], seq if isinstance(seq, int) and table.name != "chain_head" else None
 
 
 def _raw_rows(conn: Connection, table: Table) -> Iterator[Mapping[str, Any]]:
@@ -169,29 +168,32 @@ def _decode(processor: Callable[[Any], Any] | None, raw: Any) -> tuple[Any, str 
         return None, f"{_shown(raw)} cannot be read as this column's type ({type(exc).__name__})"
 
 
+def _raw_problem(processor: Callable[[Any], Any] | None, table: str, column: Column[Any], raw: Any) -> str | None:
+    value, why = _decode(processor, raw)
+    if why is None:
+        why = value_problem(table, column, value)
+    # SQLite's boolean processor turns any integer (or text) into True: judge the stored value.
+    if why is None and isinstance(_base_type(column.type), Boolean) and raw not in (0, 1, True, False, None):
+        why = f"{_shown(raw)} is not a boolean"
+    return why
+
+
+def _table_damage(conn: Connection, table: Table) -> Damage | None:
+    """The first damaged row of ``table`` in primary-key order."""
+    processors = _processors(conn, table)
+    for raw in _raw_rows(conn, table):
+        for column in table.columns:
+            if (why := _raw_problem(processors[column.name], table.name, column, raw[column.name])) is not None:
+                row, seq = _row_key(table, raw)
+                return Damage(table.name, row, column.name, why, seq)
+    return None
+
+
 def find_damage(conn: Connection) -> Damage | None:
     """The first damaged value of the ledger (lowest chain position; key and head rows first)."""
     if (damage := missing_schema(conn)) is not None:
         return damage
-    found: list[Damage] = []
-    for table in LEDGER_TABLES:
-        processors = _processors(conn, table)
-        for raw in _raw_rows(conn, table):
-            for column in table.columns:
-                value, why = _decode(processors[column.name], raw[column.name])
-                if why is None:
-                    why = value_problem(table.name, column, value)
-                    if why is None and isinstance(_base_type(column.type), Boolean) and raw[column.name] not in (
-                        0, 1, True, False, None
-                    ):
-                        why = f"{_shown(raw[column.name])} is not a boolean"
-                if why is not None:
-                    row, seq = _row_key(table, raw)
-                    found.append(Damage(table.name, row, column.name, why, seq))
-                    break
-            else:
-                continue
-            break  # the first damaged row of each table is enough
+    found = [d for d in (_table_damage(conn, table) for table in LEDGER_TABLES) if d is not None]
     return min(found, key=lambda d: -1 if d.seq is None else d.seq, default=None)
 
 
