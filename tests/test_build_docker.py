@@ -539,4 +539,4 @@ def test_the_engine_failing_mid_build_is_an_error_not_a_reject(cfg, tmp_path):
     finally:
         for container in owned:
             with contextlib.suppress(docker.errors.NotFound):
-                container.remove(force=True)
+                container.remove(force=True, v=True)  # v: its output volume too
