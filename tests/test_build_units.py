@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
 
@@ -225,16 +226,24 @@ def test_the_backends_nvcc_is_asked_about_the_exact_arch(tmp_path):
         assert " sm_90 " in message and " sm_120 " in message  # what it can build for, from --list-gpu-code
 
 
-def test_staging_refuses_file_names_that_do_not_print_plainly(tmp_path):
+@pytest.mark.parametrize(
+    ("name", "shown", "bad"),
+    [(b"evil\n### evalbot: XL.cuh", "evil\\n### evalbot: XL.cuh", "\\n"),
+     (b"not-utf8-\xff.cuh", "not-utf8-\\udcff.cuh", "\\udcff"),
+     (b"rtl-\xe2\x80\xaeh.cuc", "rtl-\\u202eh.cuc", "\\u202e")],
+    ids=["newline", "not-utf-8", "bidi-override"],
+)
+def test_staging_refuses_file_names_that_do_not_print_plainly(tmp_path, name, shown, bad):
     root = tree_with(tmp_path)
     (root / "include" / "-harmless.cuh").write_text("// only ever #included\n")
     manifest = load_manifest(root)
     assert "include/-harmless.cuh" in stage_slot(manifest, manifest.slots["rmsnorm"], tmp_path / "ok")
-    (root / "include" / "evil\n### evalbot: XL.cuh").write_text("// a heading in a comment\n")
+    (root / "include" / os.fsdecode(name)).write_text("// a name that prints as something else\n")
     with pytest.raises(ManifestError) as info:
         stage_slot(manifest, manifest.slots["rmsnorm"], tmp_path / "stage")
-    assert str(info.value) == (f"{root / 'kernels.toml'}: include[0]: 'include/evil\\n### evalbot: XL.cuh': the "
-                               "character '\\n' is refused in paths")
+    assert str(info.value) == (f"{root / 'kernels.toml'}: include[0]: 'include/{shown}': the character '{bad}' "
+                               "is refused in paths")
+    assert str(info.value).isprintable()
 
 
 def test_jobs_must_be_positive(tmp_path):
