@@ -25,48 +25,91 @@ def models_dir(config: Path | None, directory: Path | None) -> Path:
     return directory or load_config(config).data_dir / "models"
 
 
+SetOpt = Annotated[str | None, typer.Option("--set", help="basket set: production or tiny (default: [basket] set)")]
+
+
+def _basket_set(config: Path | None, chosen: str | None) -> str:
+    from evalbot.config import BASKET_SETS
+
+    name = chosen or load_config(config).basket.set
+    if name not in BASKET_SETS:
+        console.print(f"error: unknown basket set {name!r} (known: {', '.join(BASKET_SETS)})", markup=False)
+        raise typer.Exit(2)
+    return name
+
+
 @app.command()
-def build(config: ConfigOpt = None, directory: DirOpt = None,
+def build(config: ConfigOpt = None, directory: DirOpt = None, set_: SetOpt = None,
           model: Annotated[list[str] | None, typer.Option(help="only this basket model")] = None) -> None:
-    """Generate the synthetic basket models (deterministic; quantized by llama.cpp) and check their pins."""
-    from reference_runtime import basket
+    """Generate the basket models (deterministic) and check them against their pins.
+
+    production: blocks drawn directly, on the GPU when there is one (seconds) or the CPU (minutes);
+    tiny: float32 weights quantized by llama.cpp."""
+    from reference_runtime import basket, production
 
     target = models_dir(config, directory)
-    with console.status("building basket models") as status:
-        built = basket.build(target, model, on_step=lambda msg: status.update(msg))
+    chosen = _basket_set(config, set_)
+    with console.status(f"building the {chosen} basket") as status:
+        if chosen == "production":
+            made = production.build(target, model, on_step=lambda msg: status.update(msg))
+            built = {key: g.path for key, g in made.items()}
+            for key, g in made.items():
+                console.print(f"{key}: {g.nbytes / 1e9:.2f} GB in {g.seconds:.0f} s on {g.device}", markup=False)
+        else:
+            built = basket.build(target, model, on_step=lambda msg: status.update(msg))
     for key, path in built.items():
         console.print(f"[green]built[/] {escape(key)}: {escape(str(path))}")
 
 
 @app.command("list")
 def list_(config: ConfigOpt = None, directory: DirOpt = None) -> None:
-    """Show the basket models, their pinned SHA-256 and whether the file on disk matches."""
-    from reference_runtime import basket
+    """Show the basket models of both sets, their pins and whether the file on disk matches."""
+    from reference_runtime import basket, production
 
+    target = models_dir(config, directory)
     table = Table(title="basket models")
-    for col in ("model", "arch", "experts", "pinned sha256", "status", "path"):
+    for col in ("set", "model", "arch", "experts", "pinned", "status", "path"):
         table.add_column(col)
-    for st in basket.verify(models_dir(config, directory)):
+    for key, path, problems in production.status(target, hash_tensors=False):
+        spec = production.SPECS[key]
+        status = "[green]ok" if not problems else "[yellow]missing" if not path.is_file() else "[red]MISMATCH"
+        table.add_row("production", key, spec.arch, f"{spec.n_expert_used}/{spec.n_expert}",
+                      f"{len(production.pins()[key]['tensors'])} tensors", status, Text(str(path)))
+    for st in basket.verify(target):
         spec = basket.SPECS.get(st.key)
         arch, experts = (spec.arch, f"{spec.n_expert_used}/{spec.n_expert}") if spec else ("gemma3", "dense")
         status = "[green]ok" if st.ok else "[yellow]missing" if st.actual is None else "[red]MISMATCH"
-        table.add_row(st.key, arch, experts, st.pinned[:16] + "…", status, Text(str(st.path)))
+        table.add_row("tiny" if spec else "real", st.key, arch, experts, st.pinned[:16] + "…", status,
+                      Text(str(st.path)))
     console.print(table)
 
 
 @app.command()
-def verify(config: ConfigOpt = None, directory: DirOpt = None) -> None:
-    """Re-hash every basket model; exit 1 if any is missing or differs from its pin."""
-    from reference_runtime import basket
+def verify(config: ConfigOpt = None, directory: DirOpt = None, set_: SetOpt = None) -> None:
+    """Re-hash every model of the set (production: tensor by tensor, in parallel); exit 1 if any is
+    missing or differs from its pins, naming what differs."""
+    from reference_runtime import basket, production
 
+    target = models_dir(config, directory)
     bad = 0
-    for st in basket.verify(models_dir(config, directory)):
-        if st.ok:
-            console.print(f"[green]ok[/] {st.key} {st.actual}")
-        else:
+    if _basket_set(config, set_) == "production":
+        for key, path, problems in production.status(target):
+            if not problems:
+                console.print(f"[green]ok[/] {key}: every tensor matches its pin")
+                continue
             bad += 1
-            found = "missing" if st.actual is None else f"sha256 {st.actual}"
-            console.print(f"[red]FAIL[/] {st.key}: {found}, pinned {st.pinned} ({escape(str(st.path))})")
+            shown = "; ".join(str(p) for p in problems[:5]) + (f" (and {len(problems) - 5} more)" if len(problems) > 5
+                                                                else "")
+            console.print(f"FAIL {key} ({path}): {shown}; `evalbot models build --set production` regenerates it",
+                          markup=False, soft_wrap=True)
+    else:
+        for st in basket.verify(target):
+            if st.ok:
+                console.print(f"[green]ok[/] {st.key} {st.actual}")
+            else:
+                bad += 1
+                found = "missing" if st.actual is None else f"sha256 {st.actual}"
+                console.print(f"[red]FAIL[/] {st.key}: {found}, pinned {st.pinned} ({escape(str(st.path))})")
     if bad:
         raise typer.Exit(1)
 

@@ -94,10 +94,25 @@ class BuildConfig:
     fetch_timeout_s: float = field(default=300.0, metadata=_range(0, DAY_S, above=True))
 
 
+# The pinned basket sets (reference_runtime.production and reference_runtime.basket generate them).
+BASKET_SETS: dict[str, tuple[str, ...]] = {
+    "production": ("qwen3moe-30b-a3b", "gemma4-26b-a4b"),
+    "tiny": ("qwen3moe-tiny", "gemma4-tiny"),
+}
+
+
 @dataclass(frozen=True)
 class BasketConfig:
-    models: list[str] = field(default_factory=lambda: ["qwen3moe-tiny", "gemma4-tiny"])
+    # production: the real architectures' full dimensions, what a GPU validator measures; tiny: the
+    # same architectures shrunk, for CPU CI and quick local runs.
+    set: str = field(default="production", metadata=_choices(*BASKET_SETS))
+    # Empty: the set's models. Otherwise basket names, "gemma3-270m" or paths to GGUF files.
+    models: list[str] = field(default_factory=list)
     holdout_seed_env: str = "EVALBOT_HOLDOUT_SEED"
+
+    def __post_init__(self) -> None:
+        if not self.models and self.set in BASKET_SETS:
+            object.__setattr__(self, "models", list(BASKET_SETS[self.set]))
 
 
 @dataclass(frozen=True)

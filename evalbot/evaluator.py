@@ -56,15 +56,21 @@ def device_arch() -> str:
 
 
 def basket_models(config: Config) -> dict[str, Path]:
-    """Basket key -> GGUF path: the synthetic models from the models directory, the real Gemma 3
-    270M from its package, or a path to any GGUF file a validator points the basket at."""
+    """Basket key -> GGUF path: the pinned synthetic models (production or tiny) from the models
+    directory, the real Gemma 3 270M from its package, or a path to any GGUF file a validator points
+    the basket at."""
+    from reference_runtime import production
+
     models_dir = config.data_dir / "models"
     out: dict[str, Path] = {}
     for entry in config.basket.models:
-        if entry in basket.SPECS:
+        pinned = entry in basket.SPECS or entry in production.SPECS
+        if pinned:
             path = basket.model_path(models_dir, entry)
             if not path.is_file():
-                raise EvalbotError(f"basket model {entry} is not built in {models_dir}: run `evalbot models build`")
+                which = "production" if entry in production.SPECS else "tiny"
+                raise EvalbotError(f"basket model {entry} is not built in {models_dir}: run "
+                                   f"`evalbot models build --set {which}`")
         elif entry == basket.REAL_MODEL:
             found = basket.real_model_path()
             if found is None:
@@ -74,7 +80,7 @@ def basket_models(config: Config) -> dict[str, Path]:
             path = Path(entry).expanduser()
             if not path.is_file():
                 raise EvalbotError(f"basket model {entry!r} ({config.source}: [basket] models): no such GGUF file")
-        out[path.stem.removesuffix(".Q4_K_M") if entry not in basket.SPECS else entry] = path
+        out[entry if pinned else path.stem.removesuffix(".Q4_K_M")] = path
     return out
 
 

@@ -120,3 +120,26 @@ def test_build_sandbox_settings_from_file_and_env(tmp_path):
     defaults = load_config(None, environ={})
     assert defaults.build.user == "65534:65534" and defaults.build.toolchain_mounts == []
     assert defaults.build.fetch_timeout_s == 300.0
+
+
+def test_basket_set_chooses_the_models_and_explicit_models_win() -> None:
+    from evalbot.config import BASKET_SETS
+    from reference_runtime import basket, production
+
+    assert set(BASKET_SETS["production"]) == set(production.SPECS)
+    assert set(BASKET_SETS["tiny"]) == set(basket.SPECS)
+    assert load_config(None, environ={}).basket.models == list(BASKET_SETS["production"])
+    assert load_config(None, environ={"EVALBOT_BASKET__SET": "tiny"}).basket.models == list(BASKET_SETS["tiny"])
+    chosen = load_config(None, environ={"EVALBOT_BASKET__SET": "tiny", "EVALBOT_BASKET__MODELS": "x.gguf"})
+    assert chosen.basket.models == ["x.gguf"]
+    with pytest.raises(ConfigError, match=r"\[basket\] set.*production, tiny"):
+        load_config(None, environ={"EVALBOT_BASKET__SET": "huge"})
+
+
+def test_an_unbuilt_production_basket_names_the_command(tmp_path) -> None:
+    from evalbot.errors import EvalbotError
+    from evalbot.evaluator import basket_models
+
+    cfg = load_config(None, environ={"EVALBOT_PATHS__DATA_DIR": str(tmp_path)})
+    with pytest.raises(EvalbotError, match="evalbot models build --set production"):
+        basket_models(cfg)

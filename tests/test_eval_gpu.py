@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from evalbot import verdict
-from evalbot.config import Config, PathsConfig
+from evalbot.config import BasketConfig, Config, PathsConfig
 from evalbot.policy import parse_policy
 from reference_runtime import basket
 from tests.runtime_support import basket_dir
@@ -31,7 +31,8 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> Config:
     (root / "data" / "models").mkdir(parents=True)
     for key in basket.SPECS:
         os.symlink(basket.model_path(models, key), basket.model_path(root / "data" / "models", key))
-    cfg = Config(paths=PathsConfig(data_dir=str(root / "data"), cache_dir=str(root / "cache")))
+    cfg = Config(paths=PathsConfig(data_dir=str(root / "data"), cache_dir=str(root / "cache")),
+                 basket=BasketConfig(set="tiny"))
     return replace(cfg, build=replace(cfg.build, backend="local"))
 
 
