@@ -21,6 +21,7 @@ from evalbot.github.publisher import Publisher
 from evalbot.github.token import read_token
 from evalbot.pipeline import DEFAULT_EVALUATOR, load_evaluator
 from evalbot.watch import Watcher, WatchSettings, secrets_of
+from evalbot.watch_checks import startup_problems, unsandboxed_refusal
 from evalbot.watch_lock import instance_lock
 from ledger.queue import JobQueue
 
@@ -50,7 +51,23 @@ def _settings(cfg: Config) -> WatchSettings:
     return WatchSettings(
         repo=g.repo, base_branch=g.base_branch, include_drafts=g.include_drafts,
         include_forks=g.include_forks, max_attempts=g.max_attempts, poll_interval_s=g.poll_interval_s,
+        retry_backoff_s=g.retry_backoff_s,
     )
+
+
+def _check_startup(cfg: Config, evaluator: object) -> None:
+    """Refuse to start (exit 2) on a box that cannot evaluate, rather than fail every PR in turn.
+
+    An evaluator that brings its own ``startup_problems()`` (a list of what is missing) replaces
+    the default checks, which are those of evalbot's own evaluator (GPU, build toolchain, basket).
+    """
+    refusal = unsandboxed_refusal(cfg)
+    if refusal:
+        raise EvalbotError(refusal)
+    own = getattr(evaluator, "startup_problems", None)
+    problems = own() if callable(own) else startup_problems(cfg)
+    if problems:
+        raise EvalbotError("cannot start: " + "; ".join(problems))
 
 
 def watch(
@@ -72,6 +89,7 @@ def watch(
     settings = dataclasses.replace(settings, secrets=secrets_of(cfg, token))
     client = GithubClient(cfg.github, token)
     the_evaluator = load_evaluator(evaluator, cfg)
+    _check_startup(cfg, the_evaluator)
 
     lock = None if dry_run else instance_lock(cfg.ledger_url, cfg.data_dir)
     if lock is not None:

@@ -15,8 +15,13 @@ One pass (:meth:`Watcher.poll_once`) repeats until the queue is empty:
    listing: dropped instead).
 
 Every failure is logged as one line and leaves the queue consistent; the loop itself never dies of
-a GitHub fault, a bad body or an evaluator crash. An evaluator's error reaches the PR and the ledger
-only through :func:`clean_error`: one line, bounded, with tokens and secret paths redacted.
+a GitHub fault, a bad body, an evaluator crash or a ledger locked by another writer (that pass stops
+and the next one retries). An evaluator's exception is classified (:mod:`evalbot.faults`): the
+contributor's fault is a final ``REJECT`` verdict, recorded and published like any other; an
+infrastructure fault is the validator's problem and stays in the queue and the log, never in the
+public ledger or on the PR: a transient one is retried after a growing delay, a deterministic one
+only after a restart. An error reaches the PR and the ledger only through :func:`clean_error`: one
+line, bounded, with tokens and secret paths redacted.
 """
 
 from __future__ import annotations
@@ -26,25 +31,33 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from evalbot.config import Config
 from evalbot.errors import EvalbotError
+from evalbot.faults import Fault, classify
 from evalbot.github.client import GithubClient, GithubUnavailable
 from evalbot.github.heads import PullHead
 from evalbot.github.publisher import Publisher
 from evalbot.github.sticky import Outcome
-from evalbot.pipeline import Cancelled, Evaluator, Job, verdict_from_json, verdict_to_json
+from evalbot.pipeline import Cancelled, Evaluator, Job, Verdict, verdict_from_json, verdict_to_json
+from evalbot.quote import block
 from evalbot.recorder import Recorder
+from ledger.dberrors import LedgerBusy
+from ledger.errors import LedgerError
 from ledger.queue import Entry, JobQueue, State
 
 log = logging.getLogger("evalbot.watch")
 
 _MAX_FAILURE_BACKOFF_S = 900.0
+# A REJECT for the contributor's input ran no GPU work and applied no policy.
+NOT_RUN = "n/a"
+_T = TypeVar("_T")
 # What of an evaluator's error is kept (queue, ledger, PR comment, commit status): one line, this long.
 ERROR_MAX_CHARS = 300
 _REDACTED = "[redacted]"
@@ -112,6 +125,7 @@ class WatchSettings:
     max_attempts: int
     poll_interval_s: float
     secrets: tuple[str, ...] = ()  # redacted from evaluator errors (see :func:`secrets_of`)
+    retry_backoff_s: float = 60.0  # before the 2nd attempt after a transient failure; doubles per attempt
 
 
 @dataclass
@@ -119,10 +133,12 @@ class PollReport:
     queued: int = 0
     dropped: int = 0
     evaluated: int = 0
-    failed: int = 0  # commits given up on after max_attempts (reported, recorded; retried after a restart)
+    failed: int = 0  # commits given up on until a restart (infrastructure faults: logged, not published)
     published: int = 0
     errors: int = 0
+    waiting: int = 0  # queued commits waiting out a retry delay
     retry_after_s: float | None = None
+    next_retry_s: float | None = None  # when the first of those is due
 
     @property
     def ok(self) -> bool:
@@ -138,23 +154,18 @@ def _job_from(entry: Entry, baseline_sha: str | None) -> Job:
     return Job(**entry.job, baseline_sha=baseline_sha)
 
 
-def _failure_markdown(entry: Entry, error: str) -> str:
-    tries = "once" if entry.attempts == 1 else f"{entry.attempts} times"
-    return (
-        f"The evaluation of this commit could not be completed: it failed {tries} on the validator's "
-        "side (an infrastructure failure, not a verdict on the code), so it gets no label.\n\n"
-        f"Last error:\n\n    {error}\n\n"
-        "It is evaluated again when the validator restarts evalbot (after fixing the cause), or when "
-        "a new commit is pushed.\n"
-    )
+def reject_for_input(job: Job, reason: str) -> Verdict:
+    """The verdict on a commit whose own content cannot be evaluated (``reason``: one clean line)."""
+    markdown = ("**REJECT**: this commit cannot be evaluated as submitted (nothing was built or run).\n\n"
+                f"{block(reason)}\n")  # the reason quotes contributor text (file and slot names)
+    return Verdict(label="REJECT", reasons=(reason,), markdown=markdown, gpu=NOT_RUN, policy_hash=NOT_RUN,
+                   document={"outcome": "rejected", "fault": Fault.CONTRIBUTOR.value, "commit": job.sha,
+                             "reasons": [reason]})
 
 
-def _outcome(entry: Entry, secrets: Iterable[str] = ()) -> Outcome:
+def _outcome(entry: Entry) -> Outcome:
     when = entry.finished_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if entry.finished_at else ""
-    if entry.verdict is None:
-        error = clean_error(entry.last_error or "unknown error", secrets)  # rows stored before cleaning
-        summary = f"evaluation could not be completed: {error}"
-        return Outcome(entry.sha, None, summary, _failure_markdown(entry, error), when)
+    assert entry.verdict is not None, "only verdicts are published"
     verdict = verdict_from_json(entry.verdict)
     return Outcome(entry.sha, verdict.label, verdict.summary(), verdict.markdown, when)
 
@@ -182,6 +193,9 @@ class Watcher:
         # Failed rows left by earlier processes: each is retried once, when discovery finds it a head.
         self._retry_ids: set[int] | None = None
         self._started = datetime.now(UTC)  # failures reached since then are not retried by this process
+        # Commits whose last attempt failed transiently: not evaluated (for any target) before this
+        # monotonic time.
+        self._not_before: dict[str, float] = {}
 
     def request_stop(self) -> None:
         """Stop after the current step; the running evaluation is asked to abandon."""
@@ -192,14 +206,15 @@ class Watcher:
 
     def run(self, once: bool = False) -> bool:
         """Poll until stopped (or once); returns whether the last pass had no errors."""
-        for entry in self.queue.recover():
+        for entry in self._persist("re-queueing what the previous run left running", self.queue.recover) or []:
             log.warning("re-queued %s: the previous run stopped while evaluating it", entry.sha[:12])
         failures = 0
         while True:
             report = self.poll_once()
             log.info(
-                "poll: %d queued, %d dropped, %d evaluated, %d failed, %d published, %d errors",
+                "poll: %d queued, %d dropped, %d evaluated, %d failed, %d published, %d errors%s",
                 report.queued, report.dropped, report.evaluated, report.failed, report.published, report.errors,
+                f", {report.waiting} waiting to retry" if report.waiting else "",
             )
             if once or self.stop.is_set():
                 return report.ok
@@ -207,6 +222,8 @@ class Watcher:
             wait = self.s.poll_interval_s
             if failures:
                 wait = min(wait, _MAX_FAILURE_BACKOFF_S, 30.0 * 2 ** (failures - 1))
+            if report.next_retry_s is not None:
+                wait = min(wait, max(report.next_retry_s, 0.0))
             if report.retry_after_s is not None:
                 wait = max(wait, report.retry_after_s)
             if self.stop.wait(wait):
@@ -222,12 +239,12 @@ class Watcher:
         head pushed meanwhile is found by the discovery that follows the queue.
         """
         report = PollReport()
-        if self._retry_ids is None:
-            self._retry_ids = self.queue.failed_ids()
         while not self.stop.is_set():
             if not self._pause_for_rate_limit():
                 break
             try:
+                if self._retry_ids is None:
+                    self._retry_ids = self.queue.failed_ids()
                 self._discover(report)
             except GithubUnavailable as exc:
                 self._error(report, exc, exc.wait_s)
@@ -235,8 +252,16 @@ class Watcher:
             except EvalbotError as exc:
                 self._error(report, exc)
                 break
+            except LedgerError as exc:
+                self._ledger_error(report, exc)
+                break
             ran_before = report.evaluated + report.failed
-            if not self._work_through_queue(report) or report.evaluated + report.failed == ran_before:
+            try:
+                worked = self._work_through_queue(report)
+            except LedgerError as exc:
+                self._ledger_error(report, exc)
+                break
+            if not worked or report.evaluated + report.failed == ran_before:
                 break
         return report
 
@@ -245,8 +270,12 @@ class Watcher:
         while not self.stop.is_set():
             self._record_pending(report)
             self._publish_pending(report)
-            entry = self.queue.next_queued()
+            now = time.monotonic()
+            waiting = {sha: t - now for sha, t in self._not_before.items() if t > now}
+            entry = self.queue.next_queued(exclude_shas=waiting)
             if entry is None:
+                if waiting:
+                    report.waiting, report.next_retry_s = len(waiting), min(waiting.values())
                 return True
             if not self._pause_for_rate_limit() or not self._evaluate(entry, report):
                 return False
@@ -257,6 +286,29 @@ class Watcher:
         if wait_s is not None:
             report.retry_after_s = max(report.retry_after_s or 0.0, wait_s)
         log.error("%s", message)
+
+    def _ledger_error(self, report: PollReport, exc: LedgerError) -> None:
+        """The queue's database failed: this pass stops, the next one tries again (nothing is lost:
+        each queue change is one transaction)."""
+        report.errors += 1
+        if isinstance(exc, LedgerBusy):
+            log.warning("%s: this pass stops here; the next poll retries", exc)
+        else:
+            log.error("%s", exc)
+
+    def _persist(self, what: str, write: Callable[[], _T]) -> _T | None:
+        """A queue write that must not be lost (an evaluation's outcome): retried while another
+        writer holds the lock, until it lands; None when the watcher is stopped first (the row is
+        then still ``running``, which the next start re-queues)."""
+        delay = 1.0
+        while True:
+            try:
+                return write()
+            except LedgerBusy as exc:
+                log.warning("%s: %s; retrying in %.0f s", what, exc, delay)
+                if self.stop.wait(delay):
+                    return None
+                delay = min(2 * delay, 60.0)
 
     def _pause_for_rate_limit(self) -> bool:
         wait = self.client.rate_limit_wait()
@@ -293,8 +345,6 @@ class Watcher:
         """A head that failed in an earlier process gets a fresh round of attempts (once per start)."""
         if entry.state != State.FAILED or self._retry_ids is None or entry.id not in self._retry_ids:
             return
-        if entry.recorded_at is None:
-            return  # its failure goes into the ledger first (this pass); retried at the next discovery
         self._retry_ids.discard(entry.id)
         self.queue.retry(entry.id)
         report.queued += 1
@@ -389,54 +439,80 @@ class Watcher:
         if baseline is None and entry.target.startswith("pr/"):
             baseline = entry.job["base_sha"]
         job = _job_from(entry, baseline)
-        entry = self.queue.start(entry.id)
+        claimed = self.queue.start(entry.id)
+        if claimed is None:  # another process claimed it between the listing and now
+            log.warning("%s @ %s is no longer queued (taken by another process): not evaluating it here",
+                        entry.target, entry.sha[:12])
+            return True
+        entry = claimed
+        self._not_before.pop(entry.sha, None)
         log.info("evaluating %s (attempt %d, baseline %s)", job.describe(), entry.attempts,
                  baseline[:12] if baseline else "none")
         try:
             verdict = self.evaluator.evaluate(job, self.cancel)
         except Cancelled:
-            self.queue.abandon(entry.id)
+            self._persist(f"abandoning {job.describe()}", lambda: self.queue.abandon(entry.id))
             log.warning("abandoned %s: shutting down; it will run again on the next start", job.describe())
             return False
-        except Exception as exc:  # the evaluator's own failure, not a verdict: retried, bot stays up
-            error = clean_error(_one_line(exc), self.s.secrets)
-            entry = self.queue.fail_attempt(entry.id, error, self.s.max_attempts)
-            report.errors += 1
-            log.error("evaluation of %s failed (attempt %d of %d): %s", job.describe(), entry.attempts,
-                      self.s.max_attempts, error)
-            if entry.state == State.FAILED:
-                report.failed += 1
-                log.error("giving up on %s until the next start: reporting the failure", job.describe())
-            return True
+        except Exception as exc:  # whatever the evaluator raised, the bot stays up
+            return self._evaluation_failed(entry, job, exc, report)
         try:
             record = {**verdict_to_json(verdict), "baseline_sha": baseline}
             json.dumps(record)  # a verdict the queue cannot store is the evaluator's failure
         except (TypeError, ValueError, AttributeError) as exc:
             error = clean_error(f"unusable verdict: {_one_line(exc)}", self.s.secrets)
-            entry = self.queue.fail_attempt(entry.id, error, self.s.max_attempts)
-            self._error(report, f"evaluation of {job.describe()} returned an {error}")
-            if entry.state == State.FAILED:
-                report.failed += 1
-            return True
-        self.queue.finish(entry.id, record)
+            return self._infrastructure_failure(entry, job, error, Fault.DETERMINISTIC, report)
+        return self._finish(entry, job, verdict, record, report)
+
+    def _finish(self, entry: Entry, job: Job, verdict: Verdict, record: dict[str, Any],
+                report: PollReport) -> bool:
+        stored = self._persist(f"storing the verdict on {job.describe()}", lambda: self.queue.finish(entry.id, record))
+        if stored is None:
+            return False
         report.evaluated += 1
         log.info("verdict %s for %s: %s", verdict.label, job.describe(), verdict.summary())
+        return True
+
+    def _evaluation_failed(self, entry: Entry, job: Job, exc: Exception, report: PollReport) -> bool:
+        fault = classify(exc)
+        if fault is Fault.CONTRIBUTOR:
+            # The commit's own content: a verdict like a failed build, final whatever is retried.
+            verdict = reject_for_input(job, clean_error(str(exc).strip() or _one_line(exc), self.s.secrets))
+            return self._finish(entry, job, verdict, {**verdict_to_json(verdict), "baseline_sha": job.baseline_sha},
+                                report)
+        return self._infrastructure_failure(entry, job, clean_error(_one_line(exc), self.s.secrets), fault, report)
+
+    def _infrastructure_failure(self, entry: Entry, job: Job, error: str, fault: Fault, report: PollReport) -> bool:
+        """The validator's side failed: kept in the queue and the log only (nothing public)."""
+        final = fault is Fault.DETERMINISTIC
+        failed = self._persist(f"noting the failure of {job.describe()}",
+                               lambda: self.queue.fail_attempt(entry.id, error, self.s.max_attempts, final=final))
+        if failed is None:
+            return False
+        report.errors += 1
+        if failed.state == State.FAILED:
+            report.failed += 1
+            why = ("not retried: the same error would come back" if final
+                   else f"{failed.attempts} attempts failed")
+            log.error("evaluation of %s failed (%s): %s; %s. Nothing is published; it runs again when "
+                      "evalbot restarts (after the cause is fixed) or a new commit is pushed",
+                      job.describe(), fault.value, error, why)
+            return True
+        delay = min(self.s.retry_backoff_s * 2 ** (failed.attempts - 1), _MAX_FAILURE_BACKOFF_S)
+        self._not_before[entry.sha] = time.monotonic() + delay
+        log.error("evaluation of %s failed (attempt %d of %d, %s): %s; retrying in %.3g s", job.describe(),
+                  failed.attempts, self.s.max_attempts, fault.value, error, delay)
         return True
 
     # -- record and publish ------------------------------------------------------------------------
 
     def _record_pending(self, report: PollReport) -> None:
         for entry in self.queue.unrecorded():
-            assert entry.finished_at is not None
+            assert entry.finished_at is not None and entry.verdict is not None
             started = entry.started_at or entry.finished_at
+            job = _job_from(entry, entry.verdict.get("baseline_sha"))
             try:
-                if entry.verdict is None:  # failed: the ledger gets the failure, never an advance
-                    error = clean_error(entry.last_error or "unknown error", self.s.secrets)
-                    self.recorder.record_failure(_job_from(entry, None), error, entry.attempts, started,
-                                                 entry.finished_at)
-                else:
-                    job = _job_from(entry, entry.verdict.get("baseline_sha"))
-                    self.recorder.record(job, verdict_from_json(entry.verdict), started, entry.finished_at)
+                self.recorder.record(job, verdict_from_json(entry.verdict), started, entry.finished_at)
             except EvalbotError as exc:
                 self._error(report, exc)
                 continue
@@ -461,7 +537,7 @@ class Watcher:
 
     def _publish(self, entry: Entry) -> bool:
         """Publish one result; True when the PR's comment and label now show it (not just a status)."""
-        outcome = _outcome(entry, self.s.secrets)
+        outcome = _outcome(entry)
         if self.publisher is None:
             log.info("dry run: would publish %s on %s @ %s", outcome.label or "error", entry.target,
                      entry.sha[:12])
@@ -478,7 +554,7 @@ class Watcher:
             log.info("published status %s @ %s (PR #%d has moved on)", outcome.label or "error",
                      entry.sha[:12], number)
             return False
-        earlier = [_outcome(e, self.s.secrets) for e in self.queue.history(entry.repo, entry.target)
+        earlier = [_outcome(e) for e in self.queue.history(entry.repo, entry.target)
                    if e.id != entry.id]
         self.publisher.publish_pull(number, outcome, earlier, set_label=True)
         log.info("published %s on PR #%d @ %s", outcome.label or "error", number, entry.sha[:12])

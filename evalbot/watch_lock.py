@@ -1,8 +1,9 @@
 """One ``evalbot watch`` per ledger.
 
 * A SQLite ledger (or any other non-PostgreSQL URL): an exclusive ``flock`` on a file next to the
-  ledger file (or in the data directory, named after the URL). The kernel releases a ``flock`` when
-  its process dies, SIGKILL included, so a crashed watcher never leaves a stale lock behind.
+  ledger file, at its resolved path (or in the data directory, named after the URL). The kernel
+  releases a ``flock`` when its process dies, SIGKILL included, so a crashed watcher never leaves a
+  stale lock behind.
 * A PostgreSQL ledger: a session-level advisory lock held on a dedicated connection, so watchers on
   different hosts sharing the database exclude each other too. The server releases it when the
   session ends, which a killed process's closed socket does.
@@ -35,9 +36,14 @@ class InstanceLock(Protocol):
 
 
 def lock_path(ledger_url: str, data_dir: Path) -> Path:
+    """The lock file of a ledger: one per ledger file, however the URL spells its path.
+
+    The path is resolved (symlinks to the file or to a directory above it, ``..``, a relative
+    path), so two watchers that reach one file by different names take the same lock.
+    """
     url = make_url(ledger_url)
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-        return Path(f"{url.database}.watch.lock")
+        return Path(f"{os.path.realpath(Path(url.database).expanduser())}.watch.lock")
     digest = hashlib.sha256(ledger_url.encode()).hexdigest()[:16]
     return data_dir / f"watch-{digest}.lock"
 

@@ -44,7 +44,9 @@ def sqlite_path(url: str) -> Path | None:
     return Path(parsed.database)
 
 
-def make_engine(url: str, *, read_only: bool = False) -> Engine:
+def make_engine(url: str, *, read_only: bool = False, busy_timeout_s: float = BUSY_TIMEOUT_S) -> Engine:
+    """An engine for ``url``; on SQLite a lock held by another writer is waited for ``busy_timeout_s``
+    before the statement fails with ``database is locked`` (:class:`ledger.dberrors.LedgerBusy`)."""
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -55,7 +57,7 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
         except Exception as exc:  # unknown dialect, missing driver
             raise LedgerOpenError(f"{describe_url(url)}: cannot use this database URL: {exc}") from None
 
-    connect_args: dict[str, Any] = {"timeout": BUSY_TIMEOUT_S}
+    connect_args: dict[str, Any] = {"timeout": busy_timeout_s}
     if read_only and parsed.database not in (None, "", ":memory:"):
         # A read-only file URI: the connection itself cannot write, whatever SQL it is given.
         parsed = parsed.set(database=f"file:{Path(parsed.database).resolve()}?mode=ro", query={"uri": "true"})
@@ -66,7 +68,7 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
         dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN (see _on_begin)
         cursor = dbapi_connection.cursor()
         try:
-            cursor.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
             cursor.execute("PRAGMA foreign_keys = ON")
             if not read_only:
                 cursor.execute("PRAGMA journal_mode = WAL")
@@ -83,6 +85,18 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
     return engine
+
+
+def immediate(engine: Engine) -> Engine:
+    """``engine``, its SQLite transactions begun ``BEGIN IMMEDIATE`` (a no-op elsewhere).
+
+    For writers that read before they write (the poller's queue): a deferred transaction that read
+    a snapshot another writer has since committed over cannot be upgraded to a write (SQLite fails
+    it at once, ignoring the busy timeout); an immediate one waits for the lock before reading.
+    """
+    if engine.dialect.name != "sqlite":
+        return engine
+    return engine.execution_options(**{_BEGIN_OPTION: "IMMEDIATE"})
 
 
 @contextmanager

@@ -3,13 +3,20 @@
 Not part of the hash chain: these rows change state as work progresses (the append-only rules cover
 only the chained tables). The table is created by migration 0003 (``shown_at``: 0004).
 
-A row goes ``queued → running → done`` (or ``failed`` after ``max_attempts`` evaluations died, or
-``dropped`` when its PR was closed or force-pushed before it ran). Recording the result in the
-ledger (a verdict, or the failure) and publishing it on GitHub are separate steps with their own
-timestamps, so a crash or a GitHub fault between them is finished later without evaluating again.
-A row left ``running`` by a process that died is re-queued at start-up (one instance per ledger
-holds the lock, so no other process can be running it). A ``failed`` row goes back to ``queued``
-only through :meth:`JobQueue.retry` (the poller does that once per process start, for heads).
+A row goes ``queued → running → done`` (or ``failed`` when its evaluation could not be completed:
+an infrastructure fault that would repeat, or ``max_attempts`` transient ones; or ``dropped`` when
+its PR was closed or force-pushed before it ran). Only a verdict is recorded in the ledger and
+published on GitHub, in separate steps with their own timestamps, so a crash or a GitHub fault
+between them is finished later without evaluating again. A failure is the validator's problem, not
+the contributor's: it stays in this table (``last_error``) and the operator's log, never in the
+public ledger or on the PR. A row left ``running`` by a process that died is re-queued at start-up
+(one instance per ledger holds the lock, and :meth:`JobQueue.start` is a compare-and-set on the
+row's state, so no two processes run one row). A ``failed`` row goes back to ``queued`` only
+through :meth:`JobQueue.retry` (the poller does that once per process start, for heads).
+
+SQLite transactions here begin ``BEGIN IMMEDIATE`` (see :func:`ledger.engine.immediate`); a lock
+held by another writer past the busy timeout surfaces as :class:`ledger.dberrors.LedgerBusy`, which
+the caller retries.
 
 ``published_at`` says the result reached GitHub (at least the commit status); ``shown_at`` says the
 PR's sticky comment and label were set to it. A PR whose head returns to a commit with a result
@@ -19,16 +26,18 @@ PR's sticky comment and label were set to it. A PR whose head returns to a commi
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, Integer, String, Text, UniqueConstraint, create_engine, select
+from sqlalchemy import CursorResult, Engine, Integer, String, Text, UniqueConstraint, create_engine, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
+from ledger.dberrors import translated
+from ledger.engine import describe_url, immediate
 from ledger.models import Base, UTCDateTime
 
 
@@ -110,7 +119,8 @@ def _entry(row: QueueRow) -> Entry:
 class JobQueue:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._where = describe_url(str(engine.url))
+        self._sessions = sessionmaker(immediate(engine), expire_on_commit=False)
 
     @classmethod
     def in_memory(cls) -> JobQueue:
@@ -121,7 +131,7 @@ class JobQueue:
 
     @contextmanager
     def _session(self) -> Iterator[Session]:
-        with self._sessions.begin() as session:
+        with translated(self._where), self._sessions.begin() as session:
             yield session
 
     def _row(self, session: Session, entry_id: int) -> QueueRow:
@@ -181,12 +191,14 @@ class JobQueue:
             ).all()
             return [_entry(r) for r in rows]
 
-    def next_queued(self) -> Entry | None:
-        """Base-branch commits first (they move the frontier PRs are measured against), then FIFO."""
+    def next_queued(self, exclude_shas: Collection[str] = ()) -> Entry | None:
+        """Base-branch commits first (they move the frontier PRs are measured against), then FIFO;
+        ``exclude_shas``: commits not to return, for any target (waiting out a retry delay)."""
         with self._session() as s:
-            rows = s.scalars(
-                select(QueueRow).where(QueueRow.state == State.QUEUED).order_by(QueueRow.id)
-            ).all()
+            rows = [
+                r for r in s.scalars(select(QueueRow).where(QueueRow.state == State.QUEUED).order_by(QueueRow.id))
+                if r.sha not in exclude_shas
+            ]
             rows = sorted(rows, key=lambda r: (not r.target.startswith("branch/"), r.id))
             return _entry(rows[0]) if rows else None
 
@@ -195,8 +207,8 @@ class JobQueue:
 
         A verdict is always taken over (the commit is evaluated once; recording stays pending as in
         :meth:`enqueue`); a failure only when it was reached at or after ``failed_since`` (the
-        poller's start: a process does not retry what it saw fail), and then it is not recorded a
-        second time. Returns the updated entry, or None when there is nothing to take over.
+        poller's start: a process does not retry what it saw fail). Returns the updated entry, or
+        None when there is nothing to take over.
         """
         with self._session() as s:
             row = self._row(s, entry_id)
@@ -221,15 +233,25 @@ class JobQueue:
                 if failed_since is not None and finished is not None and finished >= failed_since:
                     row.state, row.attempts, row.last_error = State.FAILED, sibling.attempts, sibling.last_error
                     row.started_at, row.finished_at = sibling.started_at, now
-                    row.recorded_at = now  # the commit's failure is in the ledger through the other row
                     return _entry(row)
             return None
 
-    def start(self, entry_id: int) -> Entry:
+    def start(self, entry_id: int) -> Entry | None:
+        """Claim a queued row for an evaluation; None when it is not queued any more.
+
+        A compare-and-set on the row's state in one statement: of two processes starting the same
+        row, exactly one changes it (rowcount 1) and runs it; the other gets None.
+        """
         with self._session() as s:
-            row = self._row(s, entry_id)
-            row.state, row.attempts, row.started_at = State.RUNNING, row.attempts + 1, _now()
-            return _entry(row)
+            claimed = cast(CursorResult[Any], s.execute(
+                update(QueueRow)
+                .where(QueueRow.id == entry_id, QueueRow.state == State.QUEUED)
+                .values(state=State.RUNNING, attempts=QueueRow.attempts + 1, started_at=_now())
+                .execution_options(synchronize_session=False)
+            ))
+            if claimed.rowcount != 1:
+                return None
+            return _entry(self._row(s, entry_id))
 
     def finish(self, entry_id: int, verdict: Mapping[str, Any]) -> Entry:
         with self._session() as s:
@@ -238,16 +260,16 @@ class JobQueue:
             row.last_error = None
             return _entry(row)
 
-    def fail_attempt(self, entry_id: int, error: str, max_attempts: int) -> Entry:
-        """An evaluation died: queue it again, or mark it failed once ``max_attempts`` are spent.
+    def fail_attempt(self, entry_id: int, error: str, max_attempts: int, final: bool = False) -> Entry:
+        """An evaluation could not be completed: queue it again, or mark it failed once
+        ``max_attempts`` are spent (at once when ``final``: the error would repeat).
 
-        A failed row is then recorded (the ledger gets the failed evaluation, with ``error``) and
-        published like a verdict, and stays failed until :meth:`retry`.
+        A failed row stays failed until :meth:`retry`; it is neither recorded nor published.
         """
         with self._session() as s:
             row = self._row(s, entry_id)
             row.last_error = error
-            if row.attempts >= max_attempts:
+            if final or row.attempts >= max_attempts:
                 row.state, row.finished_at = State.FAILED, _now()
             else:
                 row.state = State.QUEUED
@@ -259,11 +281,11 @@ class JobQueue:
             return set(s.scalars(select(QueueRow.id).where(QueueRow.state == State.FAILED)).all())
 
     def retry(self, entry_id: int) -> Entry:
-        """Queue a failed row again with fresh attempts (its failure stays in the ledger)."""
+        """Queue a failed row again with fresh attempts."""
         with self._session() as s:
             row = self._row(s, entry_id)
-            if row.state != State.FAILED or row.recorded_at is None:
-                raise ValueError(f"queue entry {entry_id} is {row.state}, not a recorded failure")
+            if row.state != State.FAILED:
+                raise ValueError(f"queue entry {entry_id} is {row.state}, not failed")
             row.state, row.attempts = State.QUEUED, 0
             row.started_at = row.finished_at = row.recorded_at = row.published_at = row.shown_at = None
             row.publish_attempts, row.publish_error = 0, None
@@ -283,11 +305,11 @@ class JobQueue:
             return _entry(row)
 
     def unrecorded(self) -> list[Entry]:
-        """Verdicts and failures not yet in the ledger."""
+        """Verdicts not yet in the ledger."""
         with self._session() as s:
             rows = s.scalars(
                 select(QueueRow)
-                .where(QueueRow.state.in_([State.DONE, State.FAILED]), QueueRow.recorded_at.is_(None))
+                .where(QueueRow.state == State.DONE, QueueRow.recorded_at.is_(None))
                 .order_by(QueueRow.id)
             ).all()
             return [_entry(r) for r in rows]
@@ -297,12 +319,12 @@ class JobQueue:
             self._row(s, entry_id).recorded_at = _now()
 
     def unpublished(self) -> list[Entry]:
-        """Results recorded but not yet on GitHub (first try, or retries after a fault)."""
+        """Verdicts recorded but not yet on GitHub (first try, or retries after a fault)."""
         with self._session() as s:
             rows = s.scalars(
                 select(QueueRow)
                 .where(
-                    QueueRow.state.in_([State.DONE, State.FAILED]),
+                    QueueRow.state == State.DONE,
                     QueueRow.recorded_at.is_not(None),
                     QueueRow.published_at.is_(None),
                 )
@@ -333,7 +355,7 @@ class JobQueue:
                 select(QueueRow).where(
                     QueueRow.repo == repo,
                     QueueRow.target.in_(list(heads)),
-                    QueueRow.state.in_([State.DONE, State.FAILED]),
+                    QueueRow.state == State.DONE,
                 )
             ).all()
             newest: dict[str, datetime] = {}
@@ -356,14 +378,14 @@ class JobQueue:
             return _entry(row)
 
     def history(self, repo: str, target: str) -> list[Entry]:
-        """Finished entries of one target, newest first: the PR comment's history."""
+        """Verdicts of one target, newest first: the PR comment's history."""
         with self._session() as s:
             rows = s.scalars(
                 select(QueueRow)
                 .where(
                     QueueRow.repo == repo,
                     QueueRow.target == target,
-                    QueueRow.state.in_([State.DONE, State.FAILED]),
+                    QueueRow.state == State.DONE,
                 )
                 .order_by(QueueRow.finished_at.desc(), QueueRow.id.desc())
             ).all()

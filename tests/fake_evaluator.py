@@ -10,10 +10,13 @@ and reads the verdict from an ``EVAL`` file in that commit::
     crash=1         # optional: raise, as an evaluator whose infrastructure failed
     error=text      # optional, with crash: the exception's message (tests put secrets in it)
     crash_until=g   # optional: raise until <dir>/gates/g exists (the validator fixes its setup)
+    fault=kind      # optional, with crash: raise the kind of error the real evaluator would (FAULTS)
 
 Every start and finish is appended to ``<dir>/evaluations.log`` (``start <sha> <pid>`` /
 ``done <sha> <label>``), which is how tests count evaluations, including across processes.
 ``create(config)`` reads ``<dir>`` from ``EVALBOT_FAKE_EVAL_DIR``, for ``evalbot watch --evaluator``.
+It needs no GPU: its start-up check reports only what ``EVALBOT_FAKE_MISSING`` names (tests of the
+refusal to start).
 """
 
 from __future__ import annotations
@@ -25,8 +28,23 @@ import time
 from pathlib import Path
 from typing import Any
 
-from evalbot.fetch import Mirror
+from evalbot.errors import EvalbotError
+from evalbot.faults import ContributorFault, TransientFault
+from evalbot.fetch import CommitRejected, FetchError, Mirror
+from evalbot.manifest import ManifestError
 from evalbot.pipeline import Cancelled, Job, ModelResult, Verdict
+
+# fault=<kind> -> what is raised: the contributor's input, a setup error that would repeat, a
+# passing infrastructure failure, and a failed network fetch.
+FAULTS: dict[str, type[Exception]] = {
+    "manifest": ManifestError,
+    "tree": CommitRejected,
+    "input": ContributorFault,
+    "setup": EvalbotError,
+    "transient": TransientFault,
+    "fetch": FetchError,
+    "crash": RuntimeError,
+}
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -42,6 +60,10 @@ class FakeEvaluator:
         self.log = workdir / "evaluations.log"
         self.gates = workdir / "gates"
         self.gates.mkdir(parents=True, exist_ok=True)
+
+    def startup_problems(self) -> list[str]:
+        missing = os.environ.get("EVALBOT_FAKE_MISSING", "")
+        return [m for m in missing.split(";") if m]
 
     def _note(self, line: str) -> None:
         with self.log.open("a", encoding="utf-8") as f:
@@ -63,7 +85,8 @@ class FakeEvaluator:
             spec[key.strip()] = value.strip()
         if spec.get("crash") or (spec.get("crash_until") and not (self.gates / spec["crash_until"]).exists()):
             self._note(f"crashed {job.sha}")
-            raise RuntimeError(spec.get("error") or f"simulated evaluator failure for {job.sha[:12]}")
+            message = spec.get("error") or f"simulated evaluator failure for {job.sha[:12]}"
+            raise FAULTS[spec.get("fault", "crash")](message)
         if gate := spec.get("gate"):
             while not (self.gates / gate).exists():
                 if cancel.wait(0.05):

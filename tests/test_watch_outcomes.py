@@ -1,6 +1,7 @@
-"""Issue 6's two gaps, against the GitHub stand-in: failed evaluations made visible (PR, status,
-ledger; retried after a restart only), and a PR whose head returns to an evaluated commit
-(A1 → A2 → A1) republished from the stored verdict without evaluating again."""
+"""Against the GitHub stand-in: failed evaluations (the validator's infrastructure failed) kept to
+the queue and the operator's log, never on the PR or in the public ledger, retried after a restart
+only; and a PR whose head returns to an evaluated commit (A1 → A2 → A1) republished from the stored
+verdict without evaluating again."""
 
 from __future__ import annotations
 
@@ -8,10 +9,9 @@ import threading
 import time
 
 from fake_evaluator import evaluations
-from watch_support import BOT, TOKEN, World, world
+from watch_support import BOT, TOKEN, World, settle, world
 
 from evalbot.config import Config, GithubConfig, LedgerConfig, PathsConfig
-from evalbot.github.sticky import MARKER
 from evalbot.watch import ERROR_MAX_CHARS, clean_error, secrets_of
 from ledger.queue import State
 
@@ -33,18 +33,20 @@ def idle_requests(w: World, watcher) -> list[str]:
 # -- failed evaluations ----------------------------------------------------------------------------
 
 
-def test_failed_evaluation_is_commented_errored_recorded_and_sanitized(tmp_path):
+def test_infrastructure_failure_stays_off_the_pr_and_the_ledger(tmp_path, caplog):
     with world(tmp_path, max_attempts=2) as w:
         cfg = w.cfg
-        a1 = w.pr_branch(w.repo, "feature", "S", reason="first try")
+        w.pr_branch(w.repo, "feature", "S", reason="first try")
         pull = w.standin.open_pull(w.repo, w.repo, "feature", "Feature", author="alice")
         watcher = w.watcher()
         assert watcher.poll_once().ok
         assert pull.labels == ["eval:S"]
+        (before,) = w.standin.bot_comments(pull, BOT)
         with w.ledger() as ledger:
             frontier = ledger.frontier(BASKET, "test-gpu")
             assert frontier is not None
             rows_before = ledger.count()
+        writes_before = len(w.standin.writes())
 
         # The infrastructure breaks with an error that quotes secrets: the token in a clone URL, the
         # signing key's path, the token file's path.
@@ -52,51 +54,33 @@ def test_failed_evaluation_is_commented_errored_recorded_and_sanitized(tmp_path)
                  f"cannot read {cfg.ledger.signing_key}; token file {cfg.github.token_file}; "
                  f"Authorization: token {TOKEN}")
         a2 = w.standin.commit(w.repo, "feature", {"EVAL": f"label=M\ncrash=1\nerror={error}\n"})
-        report = watcher.poll_once()
-        assert not report.ok and report.evaluated == 0
+        reports = settle(watcher)
+        assert not reports[0].ok and reports[0].waiting == 1  # the first attempt failed: a retry is due later
         assert events(w, "start", a2) == 2 and events(w, "done", a2) == 0
+        assert sum(r.failed for r in reports) == 1
 
         (entry,) = [e for e in watcher.queue.all() if e.sha == a2]
-        assert entry.state is State.FAILED and entry.recorded_at and entry.published_at and entry.shown_at
+        assert entry.state is State.FAILED and entry.attempts == 2
+        assert entry.recorded_at is None and entry.published_at is None and entry.shown_at is None
         assert "fetch https://[redacted]@github.com/acme/kernels.git failed" in (entry.last_error or "")
 
-        # The PR: the sticky comment says it could not be completed, with the short sanitized error.
+        # The operator's log has it, sanitized; the PR and the ledger have nothing of it.
+        logged = "\n".join(r.getMessage() for r in caplog.records if a2[:12] in r.getMessage())
+        assert "github.com/acme/kernels.git failed" in logged and "Nothing is published" in logged
+        for secret in (TOKEN, cfg.ledger.signing_key, cfg.github.token_file):
+            assert secret not in caplog.text
+        assert len(w.standin.writes()) == writes_before  # no comment, label or status written
+        assert a2 not in w.standin.statuses
         (comment,) = w.standin.bot_comments(pull, BOT)
-        body = comment.body
-        assert MARKER in body and f"evaluation failed for `{a2[:12]}`" in body
-        assert "could not be completed" in body and "failed 2 times" in body
-        assert "github.com/acme/kernels.git failed" in body
-        for secret in (TOKEN, cfg.ledger.signing_key, cfg.github.token_file, "validator.pem"):
-            assert secret not in body
-        history = body.split("<details>", 1)[1]
-        assert a1[:12] in history and "`S`" in history
-        # Status `error` on the failed commit; A1 keeps its own.
-        (status,) = w.standin.statuses[a2]
-        assert status.state == "error" and status.context == "evalbot" and TOKEN not in status.description
-        assert status.description.startswith("error: evaluation could not be completed")
-        assert [s.state for s in w.standin.statuses[a1]] == ["success"]
-        # No eval:* label for a failure: A1's label, stale for the new head, is removed.
-        assert not any(name.startswith("eval:") for name in pull.labels)
-        assert "eval:error" not in w.repo.labels and "eval:failed" not in w.repo.labels
-
-        # The ledger: one row for the failure, status error, no label, its reason; no frontier change.
+        assert comment.body == before.body and "could not be completed" not in comment.body
         with w.ledger() as ledger:
-            assert ledger.count() == rows_before + 1
-            (row,) = ledger.find(a2)
-            assert (row.status, row.label, row.pr, row.author) == ("error", None, pull.number, "alice")
-            assert "could not be completed (2 attempts)" in row.reasons
-            assert "github.com/acme/kernels.git failed" in row.reasons
-            assert row.measurements == [] and '"outcome":"failed"' in row.verdict
-            for secret in (TOKEN, cfg.ledger.signing_key, cfg.github.token_file):
-                assert secret not in row.reasons and secret not in row.verdict
+            assert ledger.count() == rows_before and ledger.find(a2) == []
             assert ledger.frontier(BASKET, "test-gpu").commit_sha == frontier.commit_sha
             assert ledger.verify().ok
 
         # Nothing left to do: the next polls are idle (O(1) requests) and evaluate nothing.
         assert len(idle_requests(w, watcher)) == 2
         assert events(w, "start", a2) == 2
-        with w.ledger() as ledger:
-            assert ledger.count() == rows_before + 1
 
 
 def test_failed_base_branch_commit_never_advances_the_frontier(tmp_path):
@@ -106,9 +90,9 @@ def test_failed_base_branch_commit_never_advances_the_frontier(tmp_path):
         first = w.standin.head(w.repo, "main")
         broken = w.standin.commit(w.repo, "main", {"EVAL": "label=XL\nspeedup=1.5\ncrash=1\n"})
         assert not watcher.poll_once().ok
-        assert [s.state for s in w.standin.statuses[broken]] == ["error"]
+        assert broken not in w.standin.statuses
         with w.ledger() as ledger:
-            assert [(r.status, r.label) for r in ledger.find(broken)] == [("error", None)]
+            assert ledger.find(broken) == []
             assert [a.commit_sha for a in ledger.frontier_history()] == [first]
             assert ledger.verify().ok
         # A PR opened now is measured against the old frontier, not the failed commit.
@@ -126,7 +110,7 @@ def test_failed_commit_is_retried_after_a_restart_only(tmp_path):
         other = w.pr_branch(w.repo, "other", "S", crash="1")
         moved = w.standin.open_pull(w.repo, w.repo, "other", "Other")
         watcher = w.watcher()
-        watcher.poll_once()
+        settle(watcher)
         assert events(w, "start", sha) == 2 and events(w, "start", other) == 2
         # The same process does not try again, however many polls follow.
         watcher.poll_once()
@@ -146,14 +130,13 @@ def test_failed_commit_is_retried_after_a_restart_only(tmp_path):
         assert events(w, "start", sha) == 3 and events(w, "done", sha) == 1
         assert events(w, "start", other) == 2  # not a head any more: not retried
         (comment,) = w.standin.bot_comments(pull, BOT)
-        assert f"`M` for `{sha[:12]}`" in comment.body and "could not be completed" not in comment.body
+        assert f"`M` for `{sha[:12]}`" in comment.body
         assert pull.labels == ["eval:M"]
-        assert [s.state for s in w.standin.statuses[sha]] == ["error", "success"]
+        assert [s.state for s in w.standin.statuses[sha]] == ["success"]  # the failures were never shown
         assert moved.labels == ["eval:XS"]
         with w.ledger() as ledger:
-            # Both outcomes are in the ledger, in order; the failure did not hide the verdict.
-            assert [(r.status, r.label) for r in ledger.find(sha)] == [("error", None), ("complete", "M")]
-            assert [(r.status, r.label) for r in ledger.find(other)] == [("error", None)]
+            assert [(r.status, r.label) for r in ledger.find(sha)] == [("complete", "M")]
+            assert ledger.find(other) == []
             assert ledger.verify().ok
 
         # A restart with nothing failed evaluates nothing.
@@ -162,7 +145,7 @@ def test_failed_commit_is_retried_after_a_restart_only(tmp_path):
         assert events(w, "start", sha) == 3
 
 
-def test_a_retry_that_fails_again_is_reported_again_and_not_retried_in_that_process(tmp_path):
+def test_a_retry_that_fails_again_is_not_retried_in_that_process_and_never_published(tmp_path):
     with world(tmp_path, max_attempts=1) as w:
         sha = w.pr_branch(w.repo, "feature", "M", crash="1")
         pull = w.standin.open_pull(w.repo, w.repo, "feature", "Feature")
@@ -171,49 +154,10 @@ def test_a_retry_that_fails_again_is_reported_again_and_not_retried_in_that_proc
         restarted.poll_once()
         restarted.poll_once()
         assert events(w, "start", sha) == 2
-        (comment,) = w.standin.bot_comments(pull, BOT)
-        assert "could not be completed" in comment.body and "failed once" in comment.body
-        assert [s.state for s in w.standin.statuses[sha]] == ["error", "error"]
+        assert w.standin.bot_comments(pull, BOT) == [] and sha not in w.standin.statuses
         with w.ledger() as ledger:
-            assert [r.status for r in ledger.find(sha)] == ["error", "error"]  # two failed rounds
+            assert ledger.find(sha) == []
             assert ledger.verify().ok
-
-
-def test_failure_killed_before_it_was_recorded_is_recorded_once_after_the_restart(tmp_path):
-    with world(tmp_path, max_attempts=1) as w:
-        sha = w.pr_branch(w.repo, "feature", "M", crash="1")
-        pull = w.standin.open_pull(w.repo, w.repo, "feature", "Feature")
-        watcher = w.watcher()
-        # The recorder dies (as a killed process would) right after the failure is queued.
-        recorder = watcher.recorder
-
-        class Dying:
-            def frontier(self, repo, base_ref):
-                return recorder.frontier(repo, base_ref)
-
-            def record(self, *args):
-                recorder.record(*args)
-
-            def record_failure(self, *args):
-                recorder.record_failure(*args)  # appended, but the queue never hears of it
-                raise SystemExit("killed")
-
-        watcher.recorder = Dying()
-        try:
-            watcher.poll_once()
-        except SystemExit:
-            pass
-        (entry,) = [e for e in watcher.queue.all() if e.sha == sha]
-        assert entry.state is State.FAILED and entry.recorded_at is None
-        restarted = w.watcher()
-        restarted.poll_once()  # records (idempotently) and publishes; the retry waits for the record
-        with w.ledger() as ledger:
-            assert [r.status for r in ledger.find(sha)] == ["error"]
-        (comment,) = w.standin.bot_comments(pull, BOT)
-        assert "could not be completed" in comment.body
-        assert events(w, "start", sha) == 1
-        restarted.poll_once()  # recorded now: this process retries it once
-        assert events(w, "start", sha) == 2
 
 
 def test_one_commit_in_two_prs_is_evaluated_once_even_when_it_fails(tmp_path):
@@ -224,14 +168,13 @@ def test_one_commit_in_two_prs_is_evaluated_once_even_when_it_fails(tmp_path):
         second = w.standin.open_pull(w.repo, fork, "feature", "Same commit from a fork")
         assert first.head_sha == second.head_sha == sha
         watcher = w.watcher()
-        watcher.poll_once()
+        settle(watcher)
         watcher.poll_once()
         assert events(w, "start", sha) == 2  # one round of max_attempts, not one per PR
         for pull in (first, second):
-            (comment,) = w.standin.bot_comments(pull, BOT)
-            assert "could not be completed" in comment.body
+            assert w.standin.bot_comments(pull, BOT) == []
         with w.ledger() as ledger:
-            assert [r.status for r in ledger.find(sha)] == ["error"]
+            assert ledger.find(sha) == []
 
         w.open_gate("fixed")
         restarted = w.watcher()  # both PRs' failed rows are retried; the commit runs once
@@ -239,7 +182,7 @@ def test_one_commit_in_two_prs_is_evaluated_once_even_when_it_fails(tmp_path):
         assert events(w, "start", sha) == 3 and events(w, "done", sha) == 1
         assert first.labels == second.labels == ["eval:M"]
         with w.ledger() as ledger:
-            assert [r.status for r in ledger.find(sha)] == ["error", "complete"] and ledger.verify().ok
+            assert [r.status for r in ledger.find(sha)] == ["complete"] and ledger.verify().ok
 
 
 def test_clean_error_redacts_secrets_and_bounds_the_text(tmp_path):
@@ -313,7 +256,7 @@ def test_head_back_to_an_evaluated_commit_republishes_its_stored_verdict(tmp_pat
         assert events(w, "start", a1) == 1 and events(w, "start", a2) == 1
 
 
-def test_head_back_to_a_failed_commit_republishes_the_failure(tmp_path):
+def test_head_back_to_a_failed_commit_publishes_nothing_and_waits_for_a_restart(tmp_path):
     with world(tmp_path, max_attempts=1) as w:
         a1 = w.pr_branch(w.repo, "feature", "M", crash="1")
         pull = w.standin.open_pull(w.repo, w.repo, "feature", "Feature")
@@ -324,14 +267,15 @@ def test_head_back_to_a_failed_commit_republishes_the_failure(tmp_path):
         assert pull.labels == ["eval:L"]
         w.standin.push_existing(w.repo, "feature", a1)
         report = watcher.poll_once()
-        assert report.evaluated == 0 and report.published == 1
-        assert events(w, "start", a1) == 1
+        assert report.evaluated == 0 and report.published == 0  # its failure is not public
+        assert events(w, "start", a1) == 1 and a1 not in w.standin.statuses
         (comment,) = w.standin.bot_comments(pull, BOT)
-        top, history = comment.body.split("<details>", 1)
-        assert f"evaluation failed for `{a1[:12]}`" in top and a2[:12] in history
-        assert not any(name.startswith("eval:") for name in pull.labels)  # A2's label was stale
+        assert f"`L` for `{a2[:12]}`" in comment.body and a1[:12] not in comment.body
+        restarted = w.watcher()  # a restart retries the failed head once
+        restarted.poll_once()
+        assert events(w, "start", a1) == 2
         with w.ledger() as ledger:
-            assert [r.status for r in ledger.find(a1)] == ["error"]  # not recorded a second time
+            assert ledger.find(a1) == []
 
 
 def test_head_back_to_a_commit_only_published_as_a_status_is_shown_on_the_pr(tmp_path):

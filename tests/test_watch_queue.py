@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -61,27 +62,29 @@ def test_state_machine(ledger_cfg):
 
     running = q.start(entry.id)
     assert running.state is State.RUNNING and running.attempts == 1 and running.started_at is not None
+    assert q.start(entry.id) is None  # claimed already: a second start does not run it twice
     assert [e.id for e in JobQueue(engine).recover()] == [entry.id]  # a new process finds it
     assert q.start(entry.id).attempts == 2
     assert q.abandon(entry.id).attempts == 1
+    assert q.next_queued(exclude_shas={"c" * 40}).id == entry.id  # a commit waiting out a retry delay
     q.start(entry.id)
     assert q.fail_attempt(entry.id, "boom", max_attempts=3).state is State.QUEUED
     q.start(entry.id)
     failed = q.fail_attempt(entry.id, "boom again", max_attempts=3)
     assert failed.state is State.FAILED and failed.last_error == "boom again"
-    # A failure is recorded in the ledger first, then reported on the PR, like a verdict.
-    assert [e.id for e in q.unrecorded()] == [entry.id] and q.unpublished() == []
-    q.mark_recorded(entry.id)
-    assert [e.id for e in q.unpublished()] == [entry.id]
-    q.mark_published(entry.id, shown=True)
-    assert q.unpublished() == [] and q.next_queued().id == base.id  # failed stays failed...
+    # An infrastructure failure stays here: never recorded in the ledger nor published on the PR.
+    assert q.unrecorded() == [] and q.unpublished() == [] and q.history("acme/kernels", "pr/1") == []
+    assert q.next_queued().id == base.id  # failed stays failed...
     assert q.failed_ids() == {entry.id}
     retried = q.retry(entry.id)  # ...until the poller retries it (after a restart)
     assert retried.state is State.QUEUED and retried.attempts == 0
     assert (retried.finished_at, retried.recorded_at, retried.published_at, retried.shown_at) == (None,) * 4
     assert q.failed_ids() == set()
-    with pytest.raises(ValueError, match="not a recorded failure"):
+    with pytest.raises(ValueError, match="not failed"):
         q.retry(entry.id)
+    # An error that would repeat is final at the first attempt, whatever max_attempts allows.
+    q.start(entry.id)
+    assert q.fail_attempt(entry.id, "no GPU", max_attempts=3, final=True).state is State.FAILED
 
 
 def test_verdict_of_a_commit_is_reused_for_another_target(ledger_cfg):
@@ -153,7 +156,7 @@ def test_basket_id_is_bounded():
 
 def test_one_instance_per_ledger(tmp_path):
     path = lock_path(f"sqlite:///{tmp_path}/ledger.sqlite", tmp_path / "data")
-    assert path == tmp_path / "ledger.sqlite.watch.lock"
+    assert path == tmp_path.resolve() / "ledger.sqlite.watch.lock"
     assert isinstance(instance_lock(f"sqlite:///{tmp_path}/ledger.sqlite", tmp_path), FileLock)
     with FileLock(path):
         with pytest.raises(EvalbotError, match=r"another evalbot watch \(pid \d+\) is running"):
@@ -162,6 +165,53 @@ def test_one_instance_per_ledger(tmp_path):
         pass
     other = lock_path("mysql://u:secret@db/ledger", tmp_path / "data")
     assert other.parent == tmp_path / "data" and "secret" not in other.name
+
+
+def test_one_instance_per_ledger_whatever_path_reaches_it(tmp_path, monkeypatch):
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "ledger.sqlite").touch()
+    (tmp_path / "link.sqlite").symlink_to(real / "ledger.sqlite")  # a symlink to the file
+    (tmp_path / "dirlink").symlink_to(real)  # and one to a directory above it
+    monkeypatch.chdir(tmp_path)
+    spellings = [f"sqlite:///{real}/ledger.sqlite", f"sqlite:///{tmp_path}/link.sqlite",
+                 f"sqlite:///{tmp_path}/dirlink/ledger.sqlite", "sqlite:///real/../real/ledger.sqlite"]
+    paths = {lock_path(url, tmp_path / "data") for url in spellings}
+    assert paths == {real.resolve() / "ledger.sqlite.watch.lock"}
+    with instance_lock(spellings[0], tmp_path / "data"):
+        for url in spellings[1:]:
+            with pytest.raises(EvalbotError, match="another evalbot watch"):
+                instance_lock(url, tmp_path / "data").acquire()
+
+
+def test_two_starts_of_one_job_exactly_one_wins(ledger_cfg):
+    """Two processes' queues (separate engines and connections) start one row at the same moment."""
+    from ledger.engine import make_engine
+
+    _, engine = open_recorder(ledger_cfg, read_only=False)
+    entry, _ = JobQueue(engine).enqueue("acme/kernels", "pr/1", SHA, JOB)
+    engines = [make_engine(ledger_cfg.ledger_url) for _ in range(2)]
+    queues = [JobQueue(e) for e in engines]
+    for q in queues:  # both have seen it queued, as two pollers listing the queue would
+        assert q.next_queued().id == entry.id
+    go = threading.Barrier(len(queues))
+    results: list[object] = [None] * len(queues)
+
+    def start(i: int) -> None:
+        go.wait()
+        results[i] = queues[i].start(entry.id)
+
+    threads = [threading.Thread(target=start, args=(i,)) for i in range(len(queues))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    winners = [r for r in results if r is not None]
+    assert len(winners) == 1 and winners[0].state is State.RUNNING and winners[0].attempts == 1
+    (row,) = JobQueue(engine).all()
+    assert row.state is State.RUNNING and row.attempts == 1  # started once, counted once
+    for e in engines:
+        e.dispose()
 
 
 @pytest.mark.postgres

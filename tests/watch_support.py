@@ -19,7 +19,7 @@ from evalbot.github.client import GithubClient
 from evalbot.github.publisher import Publisher
 from evalbot.github.standin import GithubStandin, Repo
 from evalbot.ledger_recorder import open_recorder
-from evalbot.watch import Watcher, WatchSettings, secrets_of
+from evalbot.watch import PollReport, Watcher, WatchSettings, secrets_of
 from ledger import Ledger
 from ledger.keys import generate
 from ledger.queue import JobQueue
@@ -52,7 +52,7 @@ class World:
         recorder, engine = open_recorder(cfg, read_only=dry_run)
         queue = JobQueue.in_memory() if dry_run or engine is None else JobQueue(engine)
         settings = WatchSettings(g.repo, g.base_branch, g.include_drafts, g.include_forks, g.max_attempts,
-                                 g.poll_interval_s, secrets_of(cfg, TOKEN))
+                                 g.poll_interval_s, secrets_of(cfg, TOKEN), g.retry_backoff_s)
         publisher = None if dry_run else Publisher(client, g.status_context)
         return Watcher(settings, client, queue, FakeEvaluator(self.evaldir), recorder, publisher)
 
@@ -67,6 +67,15 @@ class World:
         lines = [f"label={label}", *(f"{k}={v}" for k, v in extra.items())]
         return self.standin.commit(owner_repo, branch, {"EVAL": "\n".join(lines) + "\n",
                                                         "kernel.cu": f"// {branch} {label}\n"})
+
+
+def settle(watcher: Watcher, max_polls: int = 20) -> list[PollReport]:
+    """Poll until no queued commit waits out a retry delay (sleeping each delay out); the reports."""
+    reports = [watcher.poll_once()]
+    while reports[-1].next_retry_s is not None and len(reports) < max_polls:
+        time.sleep(reports[-1].next_retry_s)
+        reports.append(watcher.poll_once())
+    return reports
 
 
 class Bot:
@@ -115,6 +124,7 @@ def write_config(root: Path, api_url: str, **github: object) -> Path:
         "backoff_s": 0.05,
         "retries": 6,
         "timeout_s": 5,
+        "retry_backoff_s": 0.05,  # transient evaluation failures are retried after 0.05 s, 0.1 s, ...
         **github,
     }
 

@@ -1,0 +1,65 @@
+"""What ``evalbot watch`` needs before its first poll: refused at start-up, not failed per PR.
+
+Without these a validator box that cannot evaluate (no GPU, no compiler, no basket model, no build
+image) would fail every PR's evaluation in turn. Each problem is named, with what to do about it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from evalbot.config import Config
+from evalbot.errors import EvalbotError
+
+NO_GPU = ("no CUDA GPU visible (CuPy finds no device, or is not installed: pip install 'evalbot[gpu]'); "
+          "`evalbot watch` evaluates on this machine's GPU")
+
+
+def unsandboxed_refusal(cfg: Config) -> str | None:
+    """Why the config may not run the poller's builds, or None.
+
+    The local backend compiles contributors' sources as the bot's own user with the host's files in
+    reach: compiler output that quotes them (``#include "/etc/shadow"``) lands in a REJECT reason,
+    which the ledger and the PR make public. Only an explicit opt-in runs it for untrusted PRs.
+    """
+    if cfg.build.backend != "local" or cfg.build.allow_unsandboxed:
+        return None
+    return (f"{cfg.source}: [build] backend = \"local\" compiles untrusted PRs unsandboxed (compiler "
+            "output quoting host files would reach the public ledger); use backend = \"docker\", or set "
+            "[build] allow_unsandboxed = true on a machine with nothing to leak")
+
+
+def _gpu() -> str | None:
+    from evalbot.evaluator import gpu_available
+
+    return None if gpu_available() else NO_GPU
+
+
+def _toolchain(cfg: Config) -> str | None:
+    from evalbot.build.backend import make_backend
+
+    try:
+        # Docker: the engine answers, the image is present and nvcc runs in it. Local: nvcc runs.
+        make_backend(cfg.build).toolchain()
+    except EvalbotError as exc:
+        return f"build toolchain ([build] backend = {cfg.build.backend}): {exc}"
+    return None
+
+
+def _basket(cfg: Config) -> list[str]:
+    from evalbot.evaluator import basket_models
+
+    problems = []
+    for model in cfg.basket.models:
+        one = dataclasses.replace(cfg, basket=dataclasses.replace(cfg.basket, models=[model]))
+        try:
+            basket_models(one)
+        except EvalbotError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def startup_problems(cfg: Config) -> list[str]:
+    """Every missing piece the default evaluator needs (empty: ready): GPU, build toolchain, basket."""
+    problems = [p for p in (_gpu(), _toolchain(cfg)) if p]
+    return problems + _basket(cfg)
