@@ -54,6 +54,8 @@ def verify(args: argparse.Namespace) -> None:
         report[key] = {"seconds": round(seconds, 2), "problems": [str(p) for p in problems]}
         print(f"{key}: verified in {seconds:.1f} s: {'ok' if not problems else problems}", flush=True)
     Path(args.out).write_text(json.dumps(report, indent=1))
+    if any(r["problems"] for r in report.values()):
+        raise SystemExit(1)
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -105,7 +106,7 @@ def eval_command(
     from evalbot.policy import load_policy
 
     cfg = load_config(config)
-    pol = load_policy(policy)
+    pol = load_policy(policy, basket_set=cfg.basket.set)
     repo = repo.expanduser().resolve()
     if not (repo / ".git").exists() and not (repo / "HEAD").exists():
         raise EvalbotError(f"{repo} is not a git repository (pass --repo)")
@@ -171,6 +172,8 @@ def calibrate_command(
     margin: Annotated[float, typer.Option(help="limits sit this many times beyond the noise")] = 4.0,
     kernel_margin: Annotated[float, typer.Option(help="the same for the per-slot kernel tolerances")] = 10.0,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the measurements and proposals here")] = None,
+    policy_out: Annotated[Path | None, typer.Option(
+        "--policy-out", help="write the policy with its [gates] set to the proposed limits here")] = None,
     config: ConfigOpt = None,
     policy: PolicyOpt = None,
 ) -> None:
@@ -186,7 +189,7 @@ def calibrate_command(
     from harness.kernel_gates import EXACT, basket_envs, family, run_kernel_gates
 
     cfg = load_config(config)
-    pol = load_policy(policy)
+    pol = load_policy(policy, basket_set=cfg.basket.set)
     if not gpu_available():
         raise EvalbotError(NO_GPU)
     from harness.session import SessionSpec, run_session
@@ -195,6 +198,7 @@ def calibrate_command(
 
     models = basket_models(cfg)
     observed = []
+    gpu = "?"
     with _phases() as say:
         for i in range(runs):
             for key, path in models.items():
@@ -202,6 +206,7 @@ def calibrate_command(
                 spec = SessionSpec({key: path}, {}, {}, cfg.cache_dir / "reference", gate_limits(pol),
                                    sampling_rule(pol), pol.contexts, benchmark=False)
                 result = run_contained(run_session, spec, timeout_s=1800.0)
+                gpu = result.gpu
                 observed.extend((key, m.divergence) for m in result.models)
         say("baseline kernels against the fp64 slot math")
         kernels = baseline_kernels(device_arch())
@@ -235,6 +240,20 @@ def calibrate_command(
     console.print("[gates]\n" + "\n".join(f"{k} = {getattr(proposed, k):.3g}" for k in
                                            ("top1_min", "kl_mean_max", "kl_p99_max", "kl_max_max", "ppl_ratio_max")),
                   markup=False, highlight=False)
+    if policy_out:
+        from evalbot.policy import parse_policy, policy_bytes, with_gates
+
+        names = ("top1_min", "kl_mean_max", "kl_p99_max", "kl_max_max", "ppl_ratio_max")
+        worst = ", ".join(f"{n} {getattr(floor, n):.4g}" for n in names)
+        text = with_gates(policy_bytes(policy, cfg.basket.set)[0].decode(), {n: getattr(proposed, n) for n in names}, [
+            "End-to-end, teacher-forced over the frozen corpus against the fp64 reference, per basket model.",
+            f"From `evalbot calibrate --runs {runs} --margin {margin:g}` on an {gpu}, "
+            f"{datetime.now(UTC):%Y-%m-%d}, over {', '.join(models)}:",
+            f"the baseline runtime's worst of {floor.n_observations} runs was {worst}.",
+        ])
+        parse_policy(text.encode(), str(policy_out))  # what is written must load
+        policy_out.write_text(text)
+        console.print(f"wrote {policy_out} (its [gates] from this calibration)", markup=False)
     if json_out:
         json_out.write_text(json.dumps({
             "observations": [{"model": k, **d.as_dict()} for k, d in observed], "floor": asdict(floor),

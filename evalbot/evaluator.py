@@ -159,7 +159,7 @@ def evaluate_trees(config: Config, candidate: Path, frontier: Path | None, commi
                    cancel: threading.Event | None = None) -> Outcome:
     """Evaluate the kernels tree ``candidate`` against ``frontier`` (None: the runtime's baselines)."""
     say = progress or (lambda _msg: None)
-    policy = policy or load_policy()
+    policy = policy or load_policy(basket_set=config.basket.set)
     started = datetime.now(UTC)
     cancel = cancel or threading.Event()
     if not gpu_available():
@@ -259,6 +259,9 @@ def _session(config: Config, policy: Policy, key: str, path: Path, candidate: Ma
     try:
         return run_contained(run_session, spec, timeout_s=timeout)
     except DeviceOutOfMemory as exc:  # the GPU is too small for this basket: the bot's problem, retried
+        if str(exc).startswith("DeviceTooSmall: "):
+            raise EvalbotError(f"{str(exc).removeprefix('DeviceTooSmall: ')[:400]}; use a GPU with more free "
+                               "memory, or [basket] set = \"tiny\" for a quick local run") from None
         raise EvalbotError(f"{key}: the GPU ran out of memory during the evaluation ({str(exc)[:200]}); "
                            "it needs a GPU with more free memory, or [basket] set = \"tiny\"") from None
     except KernelHang as exc:
@@ -287,7 +290,7 @@ class WatchEvaluator:
 
     def __init__(self, config: Config, policy: Policy | None = None) -> None:
         self.config = config
-        self.policy = policy or load_policy()
+        self.policy = policy or load_policy(basket_set=config.basket.set)
 
     def evaluate(self, job: Job, cancel: threading.Event) -> Verdict:
         mirror = Mirror(self.config.cache_dir, job.clone_url, timeout_s=self.config.build.fetch_timeout_s)

@@ -13,6 +13,7 @@ import hashlib
 import math
 import tomllib
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -132,14 +133,24 @@ def parse_policy(data: bytes, source: str) -> Policy:
     return policy
 
 
-def load_policy(path: Path | None = None) -> Policy:
+# The shipped policy of each basket set: its gates are calibrated on that set's models.
+DEFAULT_POLICIES = {"tiny": "v1.toml", "production": "v2.toml"}
+
+
+def policy_bytes(path: Path | None = None, basket_set: str = "tiny") -> tuple[bytes, str]:
+    """The bytes of ``path``, else of the shipped policy of ``basket_set``, and where they are from."""
     if path is None:
-        data = resources.files("evalbot").joinpath("policies/v1.toml").read_bytes()
-        return parse_policy(data, "evalbot/policies/v1.toml")
+        name = f"policies/{DEFAULT_POLICIES[basket_set]}"
+        return resources.files("evalbot").joinpath(name).read_bytes(), f"evalbot/{name}"
     try:
-        return parse_policy(path.read_bytes(), str(path))
+        return path.read_bytes(), str(path)
     except OSError as exc:
         raise PolicyError(f"{path}: cannot read policy file: {exc.strerror}") from None
+
+
+def load_policy(path: Path | None = None, basket_set: str = "tiny") -> Policy:
+    """``path``, else the shipped policy of ``basket_set``."""
+    return parse_policy(*policy_bytes(path, basket_set))
 
 
 def gate_limits(policy: Policy) -> GateLimits:
@@ -208,3 +219,31 @@ def label(m: Measurements, policy: Policy) -> Decision:
         f"no significant win on every model: weakest is {weakest}, {score:.2%} of the headroom at the "
         f"conservative end (XS needs {policy.thresholds['XS']:.1%})",
     ), score, per_model)
+
+
+def with_gates(text: str, limits: Mapping[str, float], comment: Sequence[str]) -> str:
+    """The policy file ``text`` with its ``[gates]`` values set to ``limits`` and that section's
+    comment replaced by ``comment`` (one line each): what ``evalbot calibrate --policy-out`` writes.
+    Every other byte is kept, so the file stays reviewable as a diff."""
+    out: list[str] = []
+    section, missing = "", set(limits)
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("[") and stripped.endswith("]"):
+            section = stripped.strip("[]").strip()
+            out.append(line)
+            if section == "gates":
+                out.extend(f"# {c}" for c in comment)
+            continue
+        if section == "gates":
+            if stripped.startswith("#"):
+                continue
+            key = stripped.split("=", 1)[0].strip()
+            if key in limits:
+                out.append(f"{key} = {limits[key]:.3g}")
+                missing.discard(key)
+                continue
+        out.append(line)
+    if missing:
+        raise PolicyError(f"the policy has no [gates] {', '.join(sorted(missing))} to set")
+    return "\n".join(out) + "\n"

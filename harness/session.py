@@ -30,6 +30,7 @@ from reference_runtime.reference_cache import reference_logprobs
 from reference_runtime.runtime.decode import DecodeRuntime
 from reference_runtime.runtime.device import DeviceModel
 from reference_runtime.runtime.kernels import SlotKernel
+from reference_runtime.runtime.plan import build_plan, require_fits
 from reference_runtime.runtime.traffic import step_traffic
 
 SLACK = 512  # KV positions past the longest context: the timed steps
@@ -129,8 +130,12 @@ def run_session(spec: SessionSpec) -> SessionResult:
         with GGUFModel.open(path) as model:
             text = corpus.for_model(model)
             ref = reference_logprobs(model, text, spec.reference_dir, xp=cupy)
-            weights = DeviceModel(model)
             n_ctx = max(len(text.tokens), max(spec.contexts) + SLACK if spec.benchmark else 0)
+            cupy.get_default_memory_pool().free_all_blocks()  # the reference's arrays
+            free, total = cupy.cuda.runtime.memGetInfo()
+            tensor_bytes = sum(int(model.raw(name).nbytes) for name in model.tensors)
+            require_fits(build_plan(model, n_ctx), tensor_bytes, key, free, total)
+            weights = DeviceModel(model)
             frontier = DecodeRuntime(weights, n_ctx, spec.frontier)
             candidate = DecodeRuntime(weights, n_ctx, spec.candidate, share_from=frontier)
             t0 = time.monotonic()

@@ -3,3 +3,7 @@
 
 class ReferenceRuntimeError(Exception):
     """Bad input to the model side: a GGUF file, a corpus, a token sequence, a basket model."""
+
+
+class DeviceTooSmall(ReferenceRuntimeError):
+    """The GPU has less free memory than a basket model's evaluation needs (checked before loading)."""

@@ -106,10 +106,13 @@ def test_models_verify_fails_on_missing_and_altered_files(tmp_path):
     models = tmp_path / "models"
     models.mkdir()
     (models / "qwen3moe-tiny.Q4_K_M.gguf").write_bytes(b"GGUF not really")
-    result = run("models", "verify", "--dir", str(models))
+    result = run("models", "verify", "--set", "tiny", "--dir", str(models))
     assert result.returncode == 1
     assert "FAIL qwen3moe-tiny: sha256" in result.stdout
     assert "FAIL gemma4-tiny: missing" in result.stdout
+    production = run("models", "verify", "--dir", str(models))  # the default set
+    assert production.returncode == 1
+    assert "FAIL qwen3moe-30b-a3b" in production.stdout and "found missing" in production.stdout
 
 
 def test_reference_reports_each_layer_as_it_goes(tmp_path):

@@ -203,7 +203,7 @@ def test_outcome_becomes_the_pollers_verdict():
     worst = {r.model: r.speedup for r in v.models}
     for model, speedup in worst.items():
         assert speedup == min(c.comparison.speedup for c in m.cells if c.model == model)
-    assert "**" + decision.label + "**" in v.markdown
+    assert f"**`{decision.label}`**" in v.markdown
 
 
 def test_nvcc_release_is_one_short_line():

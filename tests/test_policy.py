@@ -128,3 +128,21 @@ def test_bad_kernel_gate_sections(old, new, needle):
     assert text.count(old) == 1
     with pytest.raises(PolicyError, match=needle.replace("[", r"\[").replace("]", r"\]")):
         parse_policy(text.replace(old, new).encode(), "p.toml")
+
+
+def test_calibration_rewrites_only_the_gates_of_a_policy() -> None:
+    from evalbot.policy import DEFAULT_POLICIES, parse_policy, policy_bytes, with_gates
+
+    text = policy_bytes(basket_set="production")[0].decode()
+    limits = {"top1_min": 0.97, "kl_mean_max": 1.2e-3, "kl_p99_max": 2.5e-2, "kl_max_max": 0.31,
+              "ppl_ratio_max": 1.004}
+    out = with_gates(text, limits, ["measured here"])
+    policy = parse_policy(out.encode(), "v2-calibrated")
+    assert (policy.top1_min, policy.kl_mean_max, policy.kl_p99_max) == (0.97, 1.2e-3, 2.5e-2)
+    assert policy.contexts == load_policy(basket_set="production").contexts == (128, 4096, 16384, 32768)
+    added = set(out.splitlines()) - set(text.splitlines())
+    removed = set(text.splitlines()) - set(out.splitlines())
+    assert added and all(line.startswith(("#", *limits)) for line in added | removed)  # the gates only
+    assert "# measured here" in out and set(DEFAULT_POLICIES) == {"tiny", "production"}
+    with pytest.raises(PolicyError, match="no \\[gates\\] speedup"):
+        with_gates(text, {"speedup": 1.0}, [])

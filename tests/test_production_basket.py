@@ -162,3 +162,21 @@ def test_llama_cpp_reads_the_generated_blocks_as_our_reference_does(key: str, na
     assert d.kl_mean <= 0.02
     # Peaked next-token distributions, as the basket's scaling intends.
     assert float(np.exp(ref.max(axis=1)).mean()) > 0.2
+
+
+@pytest.mark.parametrize("key", sorted(NARROW))
+def test_a_gpu_too_small_is_refused_naming_the_memory_needed(key: str, narrow_files) -> None:
+    from reference_runtime.errors import DeviceTooSmall
+    from reference_runtime.runtime.plan import DEVICE_HEADROOM_BYTES, build_plan, require_fits
+
+    with GGUFModel.open(narrow_files[key].path) as model:
+        tensor_bytes = sum(int(model.raw(name).nbytes) for name in model.tensors)
+        plan = build_plan(model, 4096)
+    working = plan.working_bytes(runtimes=2)
+    assert 0 < plan.working_bytes(runtimes=1) < working  # each runtime has its own logits history
+    kv = sum(b.count * np.dtype(b.dtype).itemsize for b in plan.buffers.values() if b.kind == "kv")
+    assert kv > 0 and working > kv  # the KV cache at n_ctx 4096 is counted once: the runtimes share it
+    need = tensor_bytes + working + DEVICE_HEADROOM_BYTES
+    require_fits(plan, tensor_bytes, key, need, 2 * need)
+    with pytest.raises(DeviceTooSmall, match=rf"{key}: the evaluation needs .* GiB of GPU memory .* n_ctx 4096"):
+        require_fits(plan, tensor_bytes, key, need - 1, 2 * need)

@@ -149,7 +149,8 @@ def test_recorder_needs_a_key_and_a_gpu_class(tmp_path):
 
 
 def test_basket_id_is_bounded():
-    assert basket_id(Config()) == "qwen3moe-tiny+gemma4-tiny"
+    assert basket_id(Config()) == "qwen3moe-30b-a3b+gemma4-26b-a4b"
+    assert basket_id(Config(basket=BasketConfig(set="tiny"))) == "qwen3moe-tiny+gemma4-tiny"
     long = Config(basket=BasketConfig(models=[f"/models/model-{i:03d}.gguf" for i in range(20)]))
     assert basket_id(long).startswith("basket-") and len(basket_id(long)) <= 100
 

@@ -141,6 +141,8 @@ def write_config(root: Path, api_url: str, **github: object) -> Path:
         f'url = "{root / "data" / "ledger.sqlite"}"',
         f'signing_key = "{key}"',
         'gpu_class = "test-gpu"',
+        "[basket]",
+        'set = "tiny"',  # the ledger's basket name; the stand-in evaluator loads no model
         "[paths]",
         f'data_dir = "{root / "data"}"',
         f'cache_dir = "{root / "cache"}"',

@@ -19,7 +19,7 @@ import numpy as np
 
 from reference_runtime import slots as catalogue
 from reference_runtime.arch import ArchConfig, LayerSpec, read_config
-from reference_runtime.errors import ReferenceRuntimeError
+from reference_runtime.errors import DeviceTooSmall, ReferenceRuntimeError
 from reference_runtime.gguf_model import GGUFModel
 from reference_runtime.runtime.abi import slot_abis
 
@@ -89,6 +89,32 @@ class DecodePlan:
 
     def slots_used(self) -> list[str]:
         return sorted({op.name for op in self.ops if not op.internal})
+
+    def working_bytes(self, runtimes: int = 2) -> int:
+        """Device bytes besides the weights for ``runtimes`` runtimes sharing the working memory
+        (``DecodeRuntime(share_from=)``), each with its own logits history; slot scratch is not
+        counted (a manifest caps it)."""
+        return sum(spec.count * np.dtype(spec.dtype).itemsize * (runtimes if spec.kind == "history" else 1)
+                   for spec in self.buffers.values() if spec.kind != "weight")
+
+
+# Beyond the plan's buffers: the CUDA context, cuBLAS/CuPy workspaces, pool fragmentation, slot scratch.
+DEVICE_HEADROOM_BYTES = 1 << 30
+
+
+def require_fits(plan: DecodePlan, weight_bytes: int, what: str, free_bytes: int, total_bytes: int) -> None:
+    """Refuse (:class:`DeviceTooSmall`, naming the memory needed) an evaluation of ``plan``'s model
+    (``weight_bytes`` of tensors, two runtimes) that cannot fit the GPU's free memory, before
+    anything is loaded."""
+    working = plan.working_bytes(runtimes=2)
+    need = weight_bytes + working + DEVICE_HEADROOM_BYTES
+    if need > free_bytes:
+        gib = 1 << 30
+        raise DeviceTooSmall(
+            f"{what}: the evaluation needs {need / gib:.1f} GiB of GPU memory (weights {weight_bytes / gib:.1f} "
+            f"GiB, KV cache and activations of two runtimes at n_ctx {plan.n_ctx} {working / gib:.1f} GiB, "
+            f"{DEVICE_HEADROOM_BYTES / gib:.0f} GiB headroom); this GPU has {free_bytes / gib:.1f} GiB free of "
+            f"{total_bytes / gib:.1f} GiB")
 
 
 def weight_suffix(model: GGUFModel, name: str) -> str:

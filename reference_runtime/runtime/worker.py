@@ -19,7 +19,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any, TypeVar
 
-from reference_runtime.errors import ReferenceRuntimeError
+from reference_runtime.errors import DeviceTooSmall, ReferenceRuntimeError
 
 T = TypeVar("T")
 
@@ -44,7 +44,8 @@ class DeviceOutOfMemory(WorkerError):
 def _out_of_memory(exc: BaseException) -> bool:
     # CuPy's pool raises OutOfMemoryError; the runtime API and driver report their own codes.
     text = str(exc)
-    return (type(exc).__name__ == "OutOfMemoryError" or "cudaErrorMemoryAllocation" in text
+    return (isinstance(exc, DeviceTooSmall) or type(exc).__name__ == "OutOfMemoryError"
+            or "cudaErrorMemoryAllocation" in text
             or "CUDA_ERROR_OUT_OF_MEMORY" in text)
 
 
