@@ -37,7 +37,7 @@ def main() -> None:
         ppl_ratio_max=1.0 + max(abs(o["ppl_ratio"] - 1.0) for o in obs.values()),
     )
     limits = propose_limits(floor, args.margin)
-    worst = ", ".join(f"{n} {getattr(floor, n):.4g}" for n in NAMES)
+    worst = ", ".join(f"{n} {getattr(floor, n):.6g}" for n in NAMES)
     text = with_gates(args.policy.read_text(), {n: getattr(limits, n) for n in NAMES}, [
         "End-to-end, teacher-forced over the frozen corpus against the fp64 reference, per basket model.",
         f"From {args.results} ({run['gpu']}, one baseline run per model over {', '.join(obs)},",
@@ -47,7 +47,7 @@ def main() -> None:
     ])
     parse_policy(text.encode(), str(args.policy))
     args.policy.write_text(text)
-    print(f"wrote {args.policy}: " + ", ".join(f"{n} = {getattr(limits, n):.3g}" for n in NAMES))
+    print(f"wrote {args.policy}: " + ", ".join(f"{n} = {getattr(limits, n):.7g}" for n in NAMES))
 
 
 if __name__ == "__main__":

@@ -244,7 +244,7 @@ def calibrate_command(
         from evalbot.policy import parse_policy, policy_bytes, with_gates
 
         names = ("top1_min", "kl_mean_max", "kl_p99_max", "kl_max_max", "ppl_ratio_max")
-        worst = ", ".join(f"{n} {getattr(floor, n):.4g}" for n in names)
+        worst = ", ".join(f"{n} {getattr(floor, n):.6g}" for n in names)
         text = with_gates(policy_bytes(policy, cfg.basket.set)[0].decode(), {n: getattr(proposed, n) for n in names}, [
             "End-to-end, teacher-forced over the frozen corpus against the fp64 reference, per basket model.",
             f"From `evalbot calibrate --runs {runs} --margin {margin:g}` on an {gpu}, "

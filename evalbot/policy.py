@@ -240,7 +240,7 @@ def with_gates(text: str, limits: Mapping[str, float], comment: Sequence[str]) -
                 continue
             key = stripped.split("=", 1)[0].strip()
             if key in limits:
-                out.append(f"{key} = {limits[key]:.3g}")
+                out.append(f"{key} = {limits[key]:.7g}")  # 1 + 3.0e-3 keeps its digits
                 missing.discard(key)
                 continue
         out.append(line)

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console, Group
@@ -75,6 +76,8 @@ def document(decision: Decision, measurements: Measurements, policy: Policy, run
             "evalbot_version": __version__,
             "policy_version": policy.version,
             "policy_sha256": policy.sha256,
+            "policy_name": Path(policy.source).stem,
+            "basket": "+".join(m.key for m in models),
             "gpu": run.gpu,
             "driver": run.driver,
             "nvcc": run.nvcc,
@@ -167,8 +170,8 @@ def markdown(doc: Mapping[str, Any]) -> str:
     lines.append(
         f"<sub>candidate {inline(commits['candidate'][:12])} vs frontier {frontier} · {inline(run['gpu'], 80)} · "
         f"driver {inline(run['driver'], 40)} · nvcc {inline(run['nvcc'], 40)} · "
-        f"evalbot {inline(run['evalbot_version'], 40)} · policy v{int(run['policy_version'])} "
-        f"{inline(run['policy_sha256'][:12])}</sub>"
+        f"evalbot {inline(run['evalbot_version'], 40)} · basket {inline(run.get('basket') or '?', 120)} · "
+        f"policy {inline(run.get('policy_name') or '?', 40)} {inline(run['policy_sha256'][:12])}</sub>"
     )
     return "\n".join(lines) + "\n"
 

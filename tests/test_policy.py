@@ -134,11 +134,14 @@ def test_calibration_rewrites_only_the_gates_of_a_policy() -> None:
     from evalbot.policy import DEFAULT_POLICIES, parse_policy, policy_bytes, with_gates
 
     text = policy_bytes(basket_set="production")[0].decode()
-    limits = {"top1_min": 0.97, "kl_mean_max": 1.2e-3, "kl_p99_max": 2.5e-2, "kl_max_max": 0.31,
-              "ppl_ratio_max": 1.004}
+    # Full-precision proposals, as calibrate makes them: a ratio just above 1 must keep its excess.
+    limits = {"top1_min": 0.971619365609, "kl_mean_max": 1.2387981707e-3, "kl_p99_max": 2.72970616e-2,
+              "kl_max_max": 0.300733069665, "ppl_ratio_max": 1.00301569938852}
     out = with_gates(text, limits, ["measured here"])
     policy = parse_policy(out.encode(), "v2-calibrated")
-    assert (policy.top1_min, policy.kl_mean_max, policy.kl_p99_max) == (0.97, 1.2e-3, 2.5e-2)
+    for name, want in limits.items():
+        assert getattr(policy, name) == pytest.approx(want, rel=1e-6), name
+    assert policy.ppl_ratio_max - 1 == pytest.approx(limits["ppl_ratio_max"] - 1, rel=1e-3)
     assert policy.contexts == load_policy(basket_set="production").contexts == (128, 4096, 16384, 32768)
     added = set(out.splitlines()) - set(text.splitlines())
     removed = set(text.splitlines()) - set(out.splitlines())
@@ -146,3 +149,20 @@ def test_calibration_rewrites_only_the_gates_of_a_policy() -> None:
     assert "# measured here" in out and set(DEFAULT_POLICIES) == {"tiny", "production"}
     with pytest.raises(PolicyError, match="no \\[gates\\] speedup"):
         with_gates(text, {"speedup": 1.0}, [])
+
+
+def test_shipped_v2_gates_admit_the_production_baseline_that_v1_would_reject() -> None:
+    import json
+    from pathlib import Path
+
+    run = json.loads((Path(__file__).parents[1] / "docs/results/production/runtime.json").read_text())
+    v1, v2 = load_policy(basket_set="tiny"), load_policy(basket_set="production")
+
+    def passes(policy, c) -> bool:  # type: ignore[no-untyped-def]
+        return (c["top1_agreement"] >= policy.top1_min and c["kl_mean"] <= policy.kl_mean_max
+                and c["kl_p99"] <= policy.kl_p99_max and c["kl_max"] <= policy.kl_max_max
+                and c["ppl_ratio"] <= policy.ppl_ratio_max)
+
+    measured = [m["correctness"] for m in run["models"].values()]
+    assert len(measured) == 2 and all(passes(v2, c) for c in measured)
+    assert not all(passes(v1, c) for c in measured)

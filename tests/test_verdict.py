@@ -55,6 +55,8 @@ def test_markdown_and_terminal_carry_label_reasons_and_identity():
     md = verdict.markdown(doc)
     assert f"**`{doc['label']}`**" in md and doc["reasons"][0] in md
     assert "`gemma4-tiny` | 16384" in md and POLICY.sha256[:12] in md and "aaaaaaaaaaaa" in md
+    # The basket and the policy file are named: a verdict compares only within one basket.
+    assert "basket `qwen3moe-tiny`" in md and f"policy `{Path(POLICY.source).stem}`" in md
     out = io.StringIO()
     verdict.print_report(doc, Console(file=out, width=160))
     text = out.getvalue()
