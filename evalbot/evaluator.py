@@ -20,11 +20,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from evalbot import copies
 from evalbot import verdict as verdict_doc
 from evalbot.build.builder import build_tree
 from evalbot.build.slot_kernels import slot_kernels
 from evalbot.build.verdict import BuildReport
 from evalbot.config import Config
+from evalbot.contribution_store import ContributionStore
 from evalbot.errors import EvalbotError
 from evalbot.fetch import CommitRejected, FetchError, Mirror
 from evalbot.manifest import load_manifest
@@ -156,8 +158,9 @@ def build_only(config: Config, candidate: Path, arch: str, progress: Progress | 
 
 def evaluate_trees(config: Config, candidate: Path, frontier: Path | None, commits: verdict_doc.Commits, *,
                    policy: Policy | None = None, progress: Progress | None = None,
-                   cancel: threading.Event | None = None) -> Outcome:
-    """Evaluate the kernels tree ``candidate`` against ``frontier`` (None: the runtime's baselines)."""
+                   cancel: threading.Event | None = None, copy_check: copies.CopyCheck | None = None) -> Outcome:
+    """Evaluate the kernels tree ``candidate`` against ``frontier`` (None: the runtime's baselines);
+    with ``copy_check``, a derivative of an earlier contribution earns `none` (:mod:`evalbot.copies`)."""
     say = progress or (lambda _msg: None)
     policy = policy or load_policy(basket_set=config.basket.set)
     started = datetime.now(UTC)
@@ -175,6 +178,10 @@ def evaluate_trees(config: Config, candidate: Path, frontier: Path | None, commi
 
     def finish(m: Measurements) -> Outcome:
         decision = label(m, policy)
+        if copy_check is not None:
+            finding = copy_check.run(policy.copies)
+            decision = copies.apply(decision, finding, policy.copies)
+            details["copies"] = finding.to_dict()
         run = verdict_doc.RunIdentity(gpu, driver, nvcc_release(report.toolchain), started, datetime.now(UTC))
         doc = verdict_doc.document(decision, m, policy, run, commits, tuple(identities), details)
         return Outcome(decision, doc, m, report)
@@ -318,9 +325,23 @@ class WatchEvaluator:
                     front = mirror.export(job.baseline_sha, Path(tmp) / "frontier")
                 except CommitRejected as exc:  # the frontier's size is not this candidate's fault
                     raise FetchError(f"the frontier {job.baseline_sha[:12]}: {exc}") from None
+            check = self._copy_check(mirror, job, cand, front, Path(tmp)) if job.kind == "pr" else None
             _check_cancel(cancel)
             commits = verdict_doc.Commits(job.repo, job.sha, job.baseline_sha, job.pr_number)
-            return evaluate_trees(self.config, cand, front, commits, policy=self.policy, cancel=cancel)
+            return evaluate_trees(self.config, cand, front, commits, policy=self.policy, cancel=cancel,
+                                  copy_check=check)
+
+    def _copy_check(self, mirror: Mirror, job: Job, cand: Path, front: Path | None, tmp: Path) -> copies.CopyCheck:
+        """The candidate's contribution (what it changes against its base) against every earlier one
+        by another author; recorded for the PRs that come after it."""
+        base = mirror.export(job.base_sha, tmp / "base") if job.base_sha != job.baseline_sha else front
+        base_sources = copies.tree_sources(base) if base is not None else {}
+        mine = copies.Contribution(job.pr_number, job.author, job.sha,
+                                   copies.contributed(copies.tree_sources(cand), base_sources))
+        store = ContributionStore(self.config.cache_dir, job.repo)
+        check = copies.for_candidate(mine, store.earlier(job.sha), (front, base), self.policy.copies, front)
+        store.record(mine)
+        return check
 
 
 def to_pipeline_verdict(outcome: Outcome, policy: Policy) -> Verdict:

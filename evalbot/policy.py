@@ -34,6 +34,16 @@ class PolicyError(EvalbotError):
 
 
 @dataclass(frozen=True)
+class CopyRule:
+    """[copies]: when a contribution is a derivative of an earlier one (:mod:`evalbot.copies`)."""
+    warn: float  # a match at or above this is reported in the comment
+    block: float  # at or above this the verdict is `none`
+    noise: int  # k: matches shorter than this many filtered characters are ignored
+    guarantee: int  # matches at least this long are always found (winnowing window = guarantee - noise + 1)
+    min_coverage: int  # a contribution with less fingerprinted code than this is too small to call either way
+
+
+@dataclass(frozen=True)
 class Policy:
     version: int
     sha256: str
@@ -55,6 +65,7 @@ class Policy:
     thresholds: dict[str, float]  # label -> minimum headroom closed
     kernel_tolerances: dict[str, float]  # slot family (harness.kernel_gates.TOLERANCE_FAMILIES) -> limit
     kernel_fuzz_cases: int  # fuzzed shapes per gated slot, besides the basket's own
+    copies: CopyRule
 
 
 def _number(doc: dict[str, Any], section: str, key: str, source: str, lo: float, hi: float) -> float:
@@ -126,10 +137,19 @@ def parse_policy(data: bytes, source: str) -> Policy:
         thresholds={name: _number(doc, "labels", name, source, 0.0, 1.0) for name in LABELS},
         kernel_tolerances=_kernel_tolerances(doc, source),
         kernel_fuzz_cases=_integer(doc, "kernel_gates", "fuzz_cases", source, 0, 1000),
+        copies=CopyRule(
+            warn=_number(doc, "copies", "warn", source, 0.0, 1.0),
+            block=_number(doc, "copies", "block", source, 0.0, 1.0),
+            noise=_integer(doc, "copies", "noise", source, 5, 1000),
+            guarantee=_integer(doc, "copies", "guarantee", source, 5, 1000),
+            min_coverage=_integer(doc, "copies", "min_coverage", source, 0, 1_000_000),
+        ),
     )
     ordered = [policy.thresholds[name] for name in reversed(LABELS)]
     if ordered != sorted(ordered) or len(set(ordered)) != len(ordered):
         raise PolicyError(f"{source}: [labels] thresholds must increase strictly from XS to XL")
+    if policy.copies.warn > policy.copies.block or policy.copies.guarantee < policy.copies.noise:
+        raise PolicyError(f"{source}: [copies] needs warn <= block and noise <= guarantee")
     return policy
 
 
