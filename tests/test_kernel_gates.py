@@ -13,8 +13,12 @@ import pytest
 
 from evalbot.policy import load_policy
 from harness import kernel_gates as kg
+from harness.kernel_gates import case_gen, launch
+from harness.kernel_gates import shapes as gate_shapes
+from harness.measurements import GateResult
 from reference_runtime import basket
 from reference_runtime import slots as catalogue
+from reference_runtime.runtime import slot_math
 from reference_runtime.runtime.abi import slot_abis
 from reference_runtime.runtime.kernels import Const, LaunchSpec, SlotKernel
 from reference_runtime.runtime.plan import NULL, Buf, Op
@@ -99,7 +103,7 @@ def test_fuzzed_shapes_are_legal_calls_and_cover_the_edges(seed: int) -> None:
             for k in ("n_embd", "n_ff", "n_ff_exp", "head_dim"):
                 assert env.get(k, 4) % 4 == 0
             if slot.startswith(("gemv_", "lm_head_", "embed_")):
-                block = catalogue.WEIGHT_TYPES[kg._weight_suffix(slot)][0]
+                block = catalogue.WEIGHT_TYPES[gate_shapes._weight_suffix(slot)][0]
                 cols = env["n_cols"] if slot.startswith("gemv_") else env["n_embd"]
                 assert cols % max(block, kg.F32_COLS_GRANULE) == 0
             if slot.startswith("attn_decode"):
@@ -126,7 +130,8 @@ def test_fuzzing_reaches_the_interesting_shapes() -> None:
         for c in kg.cases("kv_append", [], seed, 2):
             seen["past_end"].add(c.env["n_ctx"] in c.params["points"])
         for c in kg.cases("moe_ffn_geglu", [], seed, 2):
-            seen["padded"].add(c.params["stride_down"] > kg._matrix_bytes(c.slot, "down", c.env, c.params["type_down"]))
+            plain = case_gen._matrix_bytes(c.slot, "down", c.env, c.params["type_down"])
+            seen["padded"].add(c.params["stride_down"] > plain)
     assert seen["odd_rows"] == {0, 1} and True in seen["swa_edge"] and {1, 3, 5, 16} <= seen["group"]
     assert seen["alias"] == {True, False} and seen["past_end"] == {True} and seen["padded"] == {True, False}
 
@@ -228,7 +233,7 @@ def test_router_ids_are_a_set_and_must_match() -> None:
 
 def test_router_ties_go_to_the_lower_id() -> None:
     logits = np.array([1.0, 2.0, 2.0, 0.5, 2.0], np.float32)
-    ids, _ = kg.slot_math.router_topk(logits, None, 2, 1.0)
+    ids, _ = slot_math.router_topk(logits, None, 2, 1.0)
     assert sorted(ids.tolist()) == [1, 2]
     run = kg.Run("", {}, {"ids": ids, "weights": np.array([0.5, 0.5])})
     assert kg.score("moe_router_topk", run, {"ids": np.array([4, 1], np.int32),
@@ -280,20 +285,20 @@ def fake_worker(faulty: dict[str, Exception]):
     calls: list[list[str]] = []
 
     def run_contained(fn, overrides, fixed, seed, tol, fuzz, *, timeout_s):
-        assert fn is kg._gate_job and seed == SEED and tol == TOL and fuzz == 2
+        assert fn is launch._gate_job and seed == SEED and tol == TOL and fuzz == 2
         chosen = sorted(overrides)
         calls.append(chosen)
         for slot in chosen:
             if slot in faulty:
                 raise faulty[slot]
-        return tuple(kg.GateResult(f"kernel:{s}", "-", True, 0.0, kg.gate_limit(s, tol), "ok") for s in chosen)
+        return tuple(GateResult(f"kernel:{s}", "-", True, 0.0, kg.gate_limit(s, tol), "ok") for s in chosen)
 
     return run_contained, calls
 
 
 def test_one_worker_for_all_slots_when_nothing_faults(monkeypatch: pytest.MonkeyPatch) -> None:
     fake, calls = fake_worker({})
-    monkeypatch.setattr(kg, "run_contained", fake)
+    monkeypatch.setattr(launch, "run_contained", fake)
     got = kg.run_kernel_gates({"rmsnorm": KERNEL, "glu_geglu": KERNEL}, {}, SEED, TOL, 2, timeout_s=5)
     assert [g.name for g in got] == ["kernel:glu_geglu", "kernel:rmsnorm"] and calls == [["glu_geglu", "rmsnorm"]]
     assert kg.run_kernel_gates({}, {}, SEED, TOL, 2) == ()
@@ -304,7 +309,7 @@ def test_a_fault_or_hang_fails_only_its_slot(monkeypatch: pytest.MonkeyPatch) ->
                         "was encountered (while running n_embd=64, eps=1e-06, alias=False)\n--- worker traceback ---\n")
     hang = KernelHang("no result within 5 s; the worker (pid 1) was killed")
     fake, calls = fake_worker({"rmsnorm": fault, "kv_append": hang})
-    monkeypatch.setattr(kg, "run_contained", fake)
+    monkeypatch.setattr(launch, "run_contained", fake)
     got = {g.name: g for g in kg.run_kernel_gates({"rmsnorm": KERNEL, "kv_append": KERNEL, "glu_geglu": KERNEL}, {},
                                                   SEED, TOL, 2, timeout_s=5)}
     assert calls[0] == ["glu_geglu", "kv_append", "rmsnorm"] and calls[1:] == [["glu_geglu"], ["kv_append"],
@@ -319,7 +324,7 @@ def test_a_fault_or_hang_fails_only_its_slot(monkeypatch: pytest.MonkeyPatch) ->
 
 def test_a_failure_of_the_gates_themselves_is_an_error_not_a_verdict(monkeypatch: pytest.MonkeyPatch) -> None:
     fake, _ = fake_worker({"rmsnorm": KernelFault("ModuleNotFoundError: No module named 'cupy'\n...")})
-    monkeypatch.setattr(kg, "run_contained", fake)
+    monkeypatch.setattr(launch, "run_contained", fake)
     with pytest.raises(kg.KernelGateError, match="cupy"):
         kg.run_kernel_gates({"rmsnorm": KERNEL}, {}, SEED, TOL, 2)
     with pytest.raises(kg.KernelGateError, match="unknown slot"):

@@ -1,5 +1,5 @@
 """Each baseline slot kernel against its NumPy oracle (slot_math) on hand-picked shapes, through the
-kernel gates' machinery (harness/kernel_gates.py): launched exactly as the runtime launches them,
+kernel gates' machinery (harness/kernel_gates/): launched exactly as the runtime launches them,
 outputs poisoned (NaN) so an unwritten element fails, guard bands around every buffer, const inputs
 checked unchanged, embed and kv_append exact.
 

@@ -1,0 +1,209 @@
+"""Each case's runs: random inputs fixed by (seed, slot, case) and the float64 oracle's outputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from harness.kernel_gates.case_gen import Case
+from harness.kernel_gates.shapes import _QTYPE, QT, KernelGateError, _weight_suffix
+from reference_runtime import quants
+from reference_runtime.runtime import slot_math
+
+
+# -- inputs and expected outputs ------------------------------------------------------------------
+@dataclass
+class Run:
+    """One launch: every ABI argument but scratch (NumPy arrays for pointers, None for NULL; numbers
+    for scalars), the expected final contents of the output buffers (float64, or the exact bits for
+    exact slots), rows to split an output into for per-head errors, and buffers shared by two
+    parameters (``alias[y] = x``: y is passed x's buffer)."""
+
+    label: str
+    args: dict[str, Any]
+    expect: dict[str, np.ndarray]
+    rows: dict[str, int] = field(default_factory=dict)
+    alias: dict[str, str] = field(default_factory=dict)
+
+
+_FP16_EXTREMES = np.array([65504.0, -65504.0, 6.1e-5, 6e-8, -6e-8, 1.0, -0.0, 0.333], dtype=np.float16)
+_FP16_SCALE_AT = {QT.Q4_K: (0, 2), QT.Q6_K: (208,), QT.Q8_0: (0,), QT.Q5_0: (0,)}
+
+
+def random_weights(qtype: QT, rows: int, cols: int, rng: np.random.Generator, extreme: bool = False) -> np.ndarray:
+    """Raw bytes of a [rows, cols] tensor of ``qtype``: random codes and sub-block scales, every fp16
+    block scale a small positive value (random bits would include infinities and NaNs), or with
+    ``extreme`` one of the finite fp16 extremes (the largest, subnormals, negatives, -0)."""
+    if qtype == QT.F32:
+        return rng.standard_normal(rows * cols).astype(np.float32).view(np.uint8)
+    block, size = quants.block_layout(qtype)
+    n = rows * cols // block
+    raw = rng.integers(0, 256, (n, size), dtype=np.uint8)
+    for off in _FP16_SCALE_AT[qtype]:
+        if extreme:
+            scales = _FP16_EXTREMES[rng.integers(0, len(_FP16_EXTREMES), n)]
+        else:
+            scales = rng.uniform(0.002, 0.02, n).astype(np.float16)
+        raw[:, off : off + 2] = scales.view(np.uint8).reshape(n, 2)
+    return raw.reshape(-1)
+
+
+def _vec(r: np.random.Generator, n: int, scale: float = 1.0) -> np.ndarray:
+    return (r.standard_normal(n) * scale).astype(np.float32)
+
+
+def _poison(n: int) -> np.ndarray:
+    return np.full(n, np.nan, dtype=np.float32)
+
+
+def _pos(p: int) -> np.ndarray:
+    return np.array([p], dtype=np.int32)
+
+
+def runs(case: Case) -> list[Run]:
+    """The case's launches with their inputs (random, fixed by the case) and expected outputs."""
+    r = np.random.default_rng(case.input_seed)
+    slot, env, p = case.slot, case.env, case.params
+    if slot.startswith(("gemv_", "lm_head_")):
+        qt = _QTYPE[_weight_suffix(slot)]
+        gemv = slot.startswith("gemv_")
+        rows, cols = (env["n_rows"], env["n_cols"]) if gemv else (env["n_vocab"], env["n_embd"])
+        raw = random_weights(qt, rows, cols, r)
+        x = _vec(r, cols)
+        w = slot_math.dequant(int(qt), raw, rows, cols)
+        if gemv:
+            return [Run("", {"w": raw, "x": x, "y": _poison(rows), "n_rows": rows, "n_cols": cols},
+                        {"y": slot_math.gemv(w, x)})]
+        cap = p["softcap"]
+        return [Run("", {"w": raw, "x": x, "logits": _poison(rows), "n_vocab": rows, "n_embd": cols, "softcap": cap},
+                    {"logits": slot_math.lm_head(w, x, cap)})]
+    if slot.startswith("embed_"):
+        qt = _QTYPE[_weight_suffix(slot)]
+        n_vocab, n_embd = env["n_vocab"], env["n_embd"]
+        raw = random_weights(qt, n_vocab, n_embd, r, extreme=p["extreme_scales"])
+        row_bytes = quants.n_bytes_for(qt, (1, n_embd))
+        out = []
+        for t in p["points"]:
+            row = slot_math.dequant(int(qt), raw[t * row_bytes : (t + 1) * row_bytes], 1, n_embd)[0]
+            want = row.astype(np.float32) * np.float32(p["scale"])
+            out.append(Run(f"token={t}", {"table": raw, "token": _pos(t), "out": _poison(n_embd), "n_embd": n_embd,
+                                          "n_vocab": n_vocab, "scale": p["scale"]}, {"out": want}))
+        return out
+    if slot.startswith("rmsnorm"):
+        n, eps = env["n_embd"], p["eps"]
+        x = _vec(r, n, float(10 ** r.uniform(-2, 2)))
+        w = (1 + 0.3 * r.standard_normal(n)).astype(np.float32)
+        if slot == "rmsnorm":
+            want = slot_math.rmsnorm(x, w, eps)
+            if p["alias"]:
+                return [Run("y=x", {"x": x, "w": w, "y": None, "n_embd": n, "eps": eps}, {"x": want},
+                            alias={"y": "x"})]
+            return [Run("", {"x": x, "w": w, "y": _poison(n), "n_embd": n, "eps": eps}, {"y": want})]
+        h = _vec(r, n, float(10 ** r.uniform(-2, 2)))
+        if slot == "rmsnorm_residual":
+            h_want, y_want = slot_math.rmsnorm_residual(h, x, w, eps)
+            return [Run("", {"h": h, "x": x, "w": w, "y": _poison(n), "n_embd": n, "eps": eps},
+                        {"h": h_want, "y": y_want})]
+        s = p["out_scale"]
+        return [Run("", {"h": h, "x": x, "w": w, "n_embd": n, "eps": eps, "out_scale": s},
+                    {"h": slot_math.rmsnorm_post_add(h, x, w, eps, s)})]
+    if slot == "qk_norm_rope":
+        nh, nkv, hd, n_rot = env["n_head"], env["n_head_kv"], env["head_dim"], env["n_rot"]
+        sigma = float(10 ** r.uniform(-1, 1))
+        q, k, v = _vec(r, nh * hd, sigma), _vec(r, nkv * hd, sigma), _vec(r, nkv * hd, sigma)
+        qn, kn = ((1 + 0.3 * r.standard_normal(hd)).astype(np.float32) for _ in range(2))
+        ff = None
+        if p["with_freq_factors"]:  # Gemma 4 style: some pairs slowed down, some not rotating at all
+            ff = np.where(r.random(n_rot // 2) < 0.25, 1e30, r.uniform(1, 8, n_rot // 2)).astype(np.float32)
+        vv = v if p["with_v"] else None
+        out = []
+        for pos in p["points"]:
+            qw, kw, vw = slot_math.qk_norm_rope(q, k, vv, qn, kn, ff, pos, nh, nkv, hd, n_rot, p["freq_base"],
+                                                p["freq_scale"], p["eps"])
+            expect = {"q": qw, "k": kw} | ({"v": vw} if vw is not None else {})
+            out.append(Run(f"pos={pos}", {"q": q, "k": k, "v": vv, "q_norm": qn, "k_norm": kn, "freq_factors": ff,
+                                          "pos": _pos(pos), "n_head": nh, "n_head_kv": nkv, "head_dim": hd,
+                                          "n_rot": n_rot, "freq_base": p["freq_base"], "freq_scale": p["freq_scale"],
+                                          "eps": p["eps"]},
+                           expect, rows={"q": nh, "k": nkv, "v": nkv}))
+        return out
+    if slot == "kv_append":
+        nkv, hd, n_ctx = env["n_head_kv"], env["head_dim"], env["n_ctx"]
+        k, v = _vec(r, nkv * hd), _vec(r, nkv * hd)
+        kc, vc = (r.standard_normal(nkv * n_ctx * hd).astype(np.float16) for _ in range(2))
+        out = []
+        for pos in p["points"]:
+            kw, vw = kc.copy(), vc.copy()
+            slot_math.kv_append(k, v, kw, vw, pos, nkv, hd, n_ctx)
+            out.append(Run(f"pos={pos}", {"k": k, "v": v, "k_cache": kc, "v_cache": vc, "pos": _pos(pos),
+                                          "n_head_kv": nkv, "head_dim": hd, "n_ctx": n_ctx},
+                           {"k_cache": kw, "v_cache": vw}))
+        return out
+    if slot.startswith("attn_decode"):
+        nh, nkv, hd, n_ctx = env["n_head"], env["n_head_kv"], env["head_dim"], env["n_ctx"]
+        n_swa = env.get("n_swa", 0)
+        q = _vec(r, nh * hd)
+        kc, vc = (r.standard_normal(nkv * n_ctx * hd, dtype=np.float32).astype(np.float16) for _ in range(2))
+        out = []
+        for pos in p["points"]:
+            want = slot_math.attention(q, kc, vc, pos, nh, nkv, hd, n_ctx, n_swa, p["scale"])
+            out.append(Run(f"pos={pos}", {"q": q, "k_cache": kc, "v_cache": vc, "out": _poison(nh * hd),
+                                          "pos": _pos(pos), "n_head": nh, "n_head_kv": nkv, "n_ctx": n_ctx,
+                                          "n_swa": n_swa, "scale": p["scale"]},
+                           {"out": want}, rows={"out": nh}))
+        return out
+    if slot.startswith("glu_"):
+        n = env["n_ff"]
+        gate = _vec(r, n, 3.0)
+        wild = r.random(n) < 0.02  # saturated activations both ways
+        gate[wild] = (r.choice([-1, 1], int(wild.sum())) * r.uniform(20, 100, int(wild.sum()))).astype(np.float32)
+        up = _vec(r, n)
+        with np.errstate(over="ignore"):  # exp(100) in silu's denominator: inf, and the output -0
+            want = slot_math.glu(slot.removeprefix("glu_"), gate, up)
+        return [Run("", {"gate": gate, "up": up, "y": _poison(n), "n_ff": n}, {"y": want})]
+    if slot == "moe_router_topk":
+        n_expert, k = env["n_expert"], env["n_expert_used"]
+        # On a 1/16 grid: logits either tie exactly (the lower id wins, per the header) or differ by
+        # enough that no float32 rounding can reorder them.
+        logits = (np.round(r.standard_normal(n_expert) * 3 * 16) / 16).astype(np.float32)
+        scale = r.uniform(0.5, 2, n_expert).astype(np.float32) if p["with_expert_scale"] else None
+        ids, weights = slot_math.router_topk(logits, scale, k, p["weights_scale"])
+        return [Run("", {"logits": logits, "ids": np.full(k, -1, np.int32), "weights": _poison(k),
+                         "expert_scale": scale, "n_expert": n_expert, "n_expert_used": k,
+                         "weights_scale": p["weights_scale"]},
+                    {"ids": ids, "weights": weights})]
+    if slot.startswith("moe_ffn_"):
+        return [_moe_run(case, r)]
+    raise KernelGateError(f"no input rule for slot {slot!r}")
+
+
+def _moe_run(case: Case, r: np.random.Generator) -> Run:
+    env, p = case.env, case.params
+    d, f, n_exp, k = env["n_embd"], env["n_ff_exp"], env["n_expert"], env["n_expert_used"]
+    shapes = {"gate": (f, d), "up": (f, d), "down": (d, f)}
+    buffers: dict[str, np.ndarray] = {}
+    for w, (rows, cols) in shapes.items():
+        qt, stride = QT(p[f"type_{w}"]), p[f"stride_{w}"]
+        parts = []
+        for _ in range(n_exp):
+            m = random_weights(qt, rows, cols, r)
+            parts += [m, r.integers(0, 256, stride - m.size, dtype=np.uint8)]  # padding: garbage
+        buffers[w] = np.concatenate(parts)
+    ids = r.choice(n_exp, k, replace=False).astype(np.int32)
+    weights = r.uniform(0.05, 1, k)
+    weights = (weights / weights.sum()).astype(np.float32)
+    x = _vec(r, d)
+    experts = [tuple(slot_math.dequant(p[f"type_{w}"], buffers[w][int(e) * p[f"stride_{w}"] :], *shapes[w])
+                     for w in ("gate", "up", "down")) for e in ids]
+    want = slot_math.moe_ffn(case.slot.removeprefix("moe_ffn_"), x, ids, weights, experts)
+    args = {"x": x, "ids": ids, "weights": weights, "w_gate": buffers["gate"], "w_up": buffers["up"],
+            "w_down": buffers["down"], "out": _poison(d), "n_embd": d, "n_ff_exp": f, "n_expert": n_exp,
+            "n_expert_used": k}
+    for w in ("gate", "up", "down"):
+        args[f"stride_{w}"] = p[f"stride_{w}"]
+        args[f"type_{w}"] = p[f"type_{w}"]
+    return Run(f"experts={sorted(ids.tolist())}", args, {"out": want})
+
+
