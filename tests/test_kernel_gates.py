@@ -86,7 +86,8 @@ def test_basket_shapes_come_first_deduplicated_with_their_scalars() -> None:
     got = kg.cases("attn_decode_swa_hd256", [shape, shape], SEED, 2)
     assert len(got) == 3 and got[0].origin == "gemma4-tiny"
     assert got[0].params["scale"] == 1.0 and got[0].params["points"] == [127, 128, 4095]
-    assert [r.label for r in kg.runs(got[0])] == ["pos=127", "pos=128", "pos=4095"]
+    assert [r.label for r in kg.runs(got[0])] == ["pos=127", "pos=128", "pos=4095", "pos=127 large scores",
+                                                   "pos=127 fp16 extremes"]
     rope = kg.FixedShape.make("qwen3moe-tiny", {"n_head": 16, "n_head_kv": 2, "head_dim": 128, "n_rot": 128},
                               {"freq_base": 1e6, "freq_scale": 1.0, "eps": 1e-6}, nulls=["v", "freq_factors"])
     (case,) = kg.cases("qk_norm_rope", [rope], SEED, 0)
@@ -372,5 +373,90 @@ def test_basket_shapes_cover_every_slot_the_plans_use(models: Path) -> None:
     n_swa = attn.env["n_swa"]
     assert {n_swa - 1, n_swa, n_swa + 1, kg.GATE_N_CTX - 1} <= set(attn.params["points"])
     for case in kg.cases("moe_ffn_geglu", table["moe_ffn_geglu"], SEED, 0):
-        (run,) = kg.runs(case)  # the plan's own weight types and strides
-        assert kg.score(case.slot, run, simulate(run))[0] <= TOL["moe"]
+        for run in kg.runs(case):  # the plan's own weight types and strides; then outlier channels
+            assert kg.score(case.slot, run, simulate(run))[0] <= TOL["moe"]
+
+
+# -- the edges of the numerics ---------------------------------------------------------------------
+def _attention_f32(run: kg.Run, shift: bool) -> np.ndarray:
+    """float32 attention; without ``shift`` its softmax skips the max subtraction (right on N(0, 1)
+    scores only)."""
+    a = run.args
+    nh, nkv, n_ctx, pos, n_swa = a["n_head"], a["n_head_kv"], a["n_ctx"], int(a["pos"][0]), a["n_swa"]
+    hd = a["q"].size // nh
+    hi = min(pos, n_ctx - 1) + 1
+    lo = max(0, hi - n_swa) if n_swa > 0 else 0
+    k = a["k_cache"].reshape(nkv, n_ctx, hd)[:, lo:hi].astype(np.float32)
+    v = a["v_cache"].reshape(nkv, n_ctx, hd)[:, lo:hi].astype(np.float32)
+    q = a["q"].reshape(nh, hd)
+    out = np.empty((nh, hd), np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for h in range(nh):
+            scores = k[h // (nh // nkv)] @ q[h] * np.float32(a["scale"])
+            e = np.exp(scores - scores.max() if shift else scores)
+            out[h] = (e / e.sum()) @ v[h // (nh // nkv)]
+    return out.reshape(-1)
+
+
+@pytest.mark.parametrize("slot", ["attn_decode_hd128", "attn_decode_swa_hd256"])
+def test_attention_gates_reach_scores_an_unshifted_softmax_cannot_take(slot):
+    caught = 0
+    for case in kg.cases(slot, [], SEED, 4):
+        runs = {r.label.split(" ", 1)[-1]: r for r in kg.runs(case)}
+        peaked = runs["large scores"]
+        a = peaked.args
+        nh, hd = a["n_head"], a["q"].size // a["n_head"]
+        q = a["q"].reshape(nh, hd).astype(np.float64)
+        keys = a["k_cache"].reshape(a["n_head_kv"], a["n_ctx"], hd).astype(np.float64)
+        top = max(float(np.max(keys[h // (nh // a["n_head_kv"])] @ q[h])) * abs(a["scale"]) for h in range(nh))
+        assert top > 200  # exp() overflows float32 past 88.7
+        limit = POLICY.kernel_tolerances["attention"]
+        error, note = kg.score(slot, peaked, {"out": _attention_f32(peaked, shift=False)})
+        assert error > 1e3 * limit, note
+        caught += 1
+        # On the N(0, 1) draws the same shortcut passes: what the gates missed before.
+        plain = next(r for label, r in runs.items() if label.startswith("pos="))
+        assert kg.score(slot, plain, {"out": _attention_f32(plain, shift=False)})[0] < limit
+        # A correct float32 softmax passes every edge run with room to spare.
+        for run in (peaked, runs["fp16 extremes"]):
+            assert kg.score(slot, run, {"out": _attention_f32(run, shift=True)})[0] < limit / 10
+    assert caught == 4
+
+
+def test_norm_and_gemv_gates_see_outliers_near_constant_and_near_zero_rows():
+    labels = {r.label for case in kg.cases("rmsnorm_residual", [], SEED, 3) for r in kg.runs(case)}
+    assert {"near-constant row", "near-zero row", "outlier channels"} <= labels
+    for case in kg.cases("gemv_q4_k", [], SEED, 3):
+        (run,) = [r for r in kg.runs(case) if r.label == "outlier channels"]
+        x = np.abs(run.args["x"])
+        assert x.max() > 30 * np.median(x)
+
+
+def test_router_near_tie_catches_a_kernel_that_compares_rounded_probabilities():
+    wrong = 0
+    for case in kg.cases("moe_router_topk", [], SEED, 6):
+        (run,) = [r for r in kg.runs(case) if r.label == "near-tie at the top-k edge"]
+        z, k = run.args["logits"], run.args["n_expert_used"]
+        assert np.sort(np.diff(np.unique(z)))[0] < 1e-5  # two logits one ulp apart
+        # Softmax probabilities in fp16, then a stable top-k: the near-tie collapses and the lower id wins.
+        p = np.exp(z - z.max()).astype(np.float16)
+        ids = np.argsort(-p.astype(np.float64), kind="stable")[:k].astype(np.int32)
+        got = {"ids": ids, "weights": run.expect["weights"]}
+        error, _ = kg.score("moe_router_topk", run, got)
+        wrong += error == math.inf
+        assert kg.score("moe_router_topk", run, run.expect)[0] < 1e-12
+    assert wrong >= 3
+
+
+def test_a_float32_implementation_passes_the_edge_rows_with_room():
+    # The edges demand float32, not more: the same math in float32 stays ten times inside the limit.
+    for case in kg.cases("gemv_q4_k", [], SEED, 3):
+        for run in kg.runs(case):
+            a = run.args
+            w = slot_math.dequant(int(gate_shapes.QT.Q4_K), a["w"], a["n_rows"], a["n_cols"]).astype(np.float32)
+            assert kg.score("gemv_q4_k", run, {"y": w @ a["x"]})[0] < TOL["gemv"] / 10, run.label
+    for case in kg.cases("rmsnorm", [], SEED, 3):
+        for run in kg.runs(case):
+            x, w, eps = run.args["x"], run.args["w"], np.float32(run.args["eps"])
+            y = x * (np.float32(1) / np.sqrt(np.mean(x * x, dtype=np.float32) + eps)) * w
+            assert kg.score("rmsnorm", run, {next(iter(run.expect)): y})[0] < TOL["norm"] / 10, run.label

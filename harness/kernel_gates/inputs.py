@@ -29,6 +29,7 @@ class Run:
 
 
 _FP16_EXTREMES = np.array([65504.0, -65504.0, 6.1e-5, 6e-8, -6e-8, 1.0, -0.0, 0.333], dtype=np.float16)
+_FP16_TINY = np.array([6.1e-5, 6e-8, -6e-8, -0.0], dtype=np.float16)  # smallest normal, subnormals, -0
 _FP16_SCALE_AT = {QT.Q4_K: (0, 2), QT.Q6_K: (208,), QT.Q8_0: (0,), QT.Q5_0: (0,)}
 
 
@@ -54,6 +55,63 @@ def _vec(r: np.random.Generator, n: int, scale: float = 1.0) -> np.ndarray:
     return (r.standard_normal(n) * scale).astype(np.float32)
 
 
+# -- the edges of the numerics, beside the N(0, 1) draws --------------------------------------------
+# Real activations are not N(0, 1): a few channels sit ~100x above the rest (the outlier features of
+# LLMs), norms see near-constant and near-zero rows, attention meets scores far past exp's float32
+# range (|q.k| * scale >> 88.7), routers meet logits one ulp apart, and the fp16 cache holds its
+# extremes. A kernel that only works on well-scaled inputs (an unshifted softmax, a sum of squares in
+# fp16, probabilities compared instead of logits) fails here; a correct float32 one does not.
+def outlier_channels(r: np.random.Generator, n: int, factor: float = 100.0) -> np.ndarray:
+    x = _vec(r, n)
+    hot = r.choice(n, max(1, n // 256), replace=False)
+    x[hot] *= np.float32(factor)
+    return x
+
+
+def edge_rows(r: np.random.Generator, n: int) -> list[tuple[str, np.ndarray]]:
+    c = np.float32(r.choice([-1, 1]) * 10 ** r.uniform(-1, 1))
+    return [("near-constant row", (c * (1 + 1e-3 * r.standard_normal(n))).astype(np.float32)),
+            ("near-zero row", _vec(r, n, 1e-12)),  # x*x stays a normal float32
+            ("outlier channels", outlier_channels(r, n))]
+
+
+def peaked_query(q: np.ndarray, k_cache: np.ndarray, pos: int, n_head: int, n_head_kv: int, head_dim: int,
+                 n_ctx: int, n_swa: int, scale: float, r: np.random.Generator, peak: float = 300.0) -> np.ndarray:
+    """``q`` turned, head by head, towards one visible key so that its score is about ``peak``."""
+    hi = min(pos, n_ctx - 1) + 1
+    lo = max(0, hi - n_swa) if n_swa > 0 else 0
+    keys = k_cache[: n_head_kv * n_ctx * head_dim].reshape(n_head_kv, n_ctx, head_dim).astype(np.float64)
+    qh = q[: n_head * head_dim].reshape(n_head, head_dim).astype(np.float64)
+    group = n_head // n_head_kv
+    out = np.empty_like(qh)
+    for h in range(n_head):
+        key = keys[h // group, int(r.integers(lo, hi))]
+        out[h] = 0.1 * qh[h] + key * (peak / (abs(scale) * max(float(key @ key), 1e-6)))
+    return out.astype(np.float32).reshape(-1)
+
+
+def fp16_extremes(cache: np.ndarray, r: np.random.Generator, values: np.ndarray = _FP16_EXTREMES,
+                  share: float = 1e-3) -> np.ndarray:
+    out = cache.copy()
+    hit = r.random(out.size) < share
+    out[hit] = values[r.integers(0, len(values), int(hit.sum()))]
+    return out
+
+
+def near_tie(logits: np.ndarray, k: int) -> np.ndarray:
+    """``logits`` with the k-th and (k+1)-th experts one float32 ulp apart, the lower id below: a
+    kernel comparing rounded probabilities instead of logits picks the wrong one."""
+    z = logits.copy()
+    order = np.argsort(-z.astype(np.float64), kind="stable")
+    if k >= z.size:
+        return z
+    lo_id, hi_id = sorted((int(order[k - 1]), int(order[k])))
+    top = z[order[k - 1]]
+    z[hi_id] = top
+    z[lo_id] = np.nextafter(top, np.float32(-np.inf))
+    return z
+
+
 def _poison(n: int) -> np.ndarray:
     return np.full(n, np.nan, dtype=np.float32)
 
@@ -71,14 +129,17 @@ def runs(case: Case) -> list[Run]:
         gemv = slot.startswith("gemv_")
         rows, cols = (env["n_rows"], env["n_cols"]) if gemv else (env["n_vocab"], env["n_embd"])
         raw = random_weights(qt, rows, cols, r)
-        x = _vec(r, cols)
         w = slot_math.dequant(int(qt), raw, rows, cols)
-        if gemv:
-            return [Run("", {"w": raw, "x": x, "y": _poison(rows), "n_rows": rows, "n_cols": cols},
-                        {"y": slot_math.gemv(w, x)})]
-        cap = p["softcap"]
-        return [Run("", {"w": raw, "x": x, "logits": _poison(rows), "n_vocab": rows, "n_embd": cols, "softcap": cap},
-                    {"logits": slot_math.lm_head(w, x, cap)})]
+        out = []
+        for label, x in (("", _vec(r, cols)), ("outlier channels", outlier_channels(r, cols))):
+            if gemv:
+                out.append(Run(label, {"w": raw, "x": x, "y": _poison(rows), "n_rows": rows, "n_cols": cols},
+                               {"y": slot_math.gemv(w, x)}))
+            else:
+                cap = p["softcap"]
+                out.append(Run(label, {"w": raw, "x": x, "logits": _poison(rows), "n_vocab": rows, "n_embd": cols,
+                                       "softcap": cap}, {"logits": slot_math.lm_head(w, x, cap)}))
+        return out
     if slot.startswith("embed_"):
         qt = _QTYPE[_weight_suffix(slot)]
         n_vocab, n_embd = env["n_vocab"], env["n_embd"]
@@ -93,22 +154,27 @@ def runs(case: Case) -> list[Run]:
         return out
     if slot.startswith("rmsnorm"):
         n, eps = env["n_embd"], p["eps"]
-        x = _vec(r, n, float(10 ** r.uniform(-2, 2)))
         w = (1 + 0.3 * r.standard_normal(n)).astype(np.float32)
-        if slot == "rmsnorm":
-            want = slot_math.rmsnorm(x, w, eps)
-            if p["alias"]:
-                return [Run("y=x", {"x": x, "w": w, "y": None, "n_embd": n, "eps": eps}, {"x": want},
-                            alias={"y": "x"})]
-            return [Run("", {"x": x, "w": w, "y": _poison(n), "n_embd": n, "eps": eps}, {"y": want})]
-        h = _vec(r, n, float(10 ** r.uniform(-2, 2)))
-        if slot == "rmsnorm_residual":
-            h_want, y_want = slot_math.rmsnorm_residual(h, x, w, eps)
-            return [Run("", {"h": h, "x": x, "w": w, "y": _poison(n), "n_embd": n, "eps": eps},
-                        {"h": h_want, "y": y_want})]
-        s = p["out_scale"]
-        return [Run("", {"h": h, "x": x, "w": w, "n_embd": n, "eps": eps, "out_scale": s},
-                    {"h": slot_math.rmsnorm_post_add(h, x, w, eps, s)})]
+        out = []
+        for label, x in (("", _vec(r, n, float(10 ** r.uniform(-2, 2)))), *edge_rows(r, n)):
+            if slot == "rmsnorm":
+                want = slot_math.rmsnorm(x, w, eps)
+                if p["alias"]:
+                    out.append(Run(" ".join(("y=x", label)).strip(), {"x": x, "w": w, "y": None, "n_embd": n,
+                                                                     "eps": eps}, {"x": want}, alias={"y": "x"}))
+                else:
+                    out.append(Run(label, {"x": x, "w": w, "y": _poison(n), "n_embd": n, "eps": eps}, {"y": want}))
+                continue
+            h = _vec(r, n, float(10 ** r.uniform(-2, 2)))
+            if slot == "rmsnorm_residual":
+                h_want, y_want = slot_math.rmsnorm_residual(h, x, w, eps)
+                out.append(Run(label, {"h": h, "x": x, "w": w, "y": _poison(n), "n_embd": n, "eps": eps},
+                               {"h": h_want, "y": y_want}))
+            else:
+                scale = p["out_scale"]
+                out.append(Run(label, {"h": h, "x": x, "w": w, "n_embd": n, "eps": eps, "out_scale": scale},
+                               {"h": slot_math.rmsnorm_post_add(h, x, w, eps, scale)}))
+        return out
     if slot == "qk_norm_rope":
         nh, nkv, hd, n_rot = env["n_head"], env["n_head_kv"], env["head_dim"], env["n_rot"]
         sigma = float(10 ** r.uniform(-1, 1))
@@ -146,12 +212,22 @@ def runs(case: Case) -> list[Run]:
         n_swa = env.get("n_swa", 0)
         q = _vec(r, nh * hd)
         kc, vc = (r.standard_normal(nkv * n_ctx * hd, dtype=np.float32).astype(np.float16) for _ in range(2))
+        first = p["points"][0]
+        variants = [(f"pos={pos}", pos, q, kc, vc) for pos in p["points"]]
+        # The edges, at the first position: scores far past exp's float32 range (an unshifted softmax
+        # overflows), then fp16's extremes in the cache: all of them in V, the tiny ones (subnormals,
+        # -0) in K. A 65504 in K makes scores of ~5000 whose float32 rounding alone moves the
+        # softmax by 1e-3: no float32 kernel could meet the limit there.
+        variants.append((f"pos={first} large scores", first,
+                         peaked_query(q, kc, first, nh, nkv, hd, n_ctx, n_swa, p["scale"], r), kc, vc))
+        variants.append((f"pos={first} fp16 extremes", first, q, fp16_extremes(kc, r, _FP16_TINY),
+                         fp16_extremes(vc, r)))
         out = []
-        for pos in p["points"]:
-            want = slot_math.attention(q, kc, vc, pos, nh, nkv, hd, n_ctx, n_swa, p["scale"])
-            out.append(Run(f"pos={pos}", {"q": q, "k_cache": kc, "v_cache": vc, "out": _poison(nh * hd),
-                                          "pos": _pos(pos), "n_head": nh, "n_head_kv": nkv, "n_ctx": n_ctx,
-                                          "n_swa": n_swa, "scale": p["scale"]},
+        for label, pos, qq, kk, vv in variants:
+            want = slot_math.attention(qq, kk, vv, pos, nh, nkv, hd, n_ctx, n_swa, p["scale"])
+            out.append(Run(label, {"q": qq, "k_cache": kk, "v_cache": vv, "out": _poison(nh * hd),
+                                   "pos": _pos(pos), "n_head": nh, "n_head_kv": nkv, "n_ctx": n_ctx,
+                                   "n_swa": n_swa, "scale": p["scale"]},
                            {"out": want}, rows={"out": nh}))
         return out
     if slot.startswith("glu_"):
@@ -169,17 +245,20 @@ def runs(case: Case) -> list[Run]:
         # enough that no float32 rounding can reorder them.
         logits = (np.round(r.standard_normal(n_expert) * 3 * 16) / 16).astype(np.float32)
         scale = r.uniform(0.5, 2, n_expert).astype(np.float32) if p["with_expert_scale"] else None
-        ids, weights = slot_math.router_topk(logits, scale, k, p["weights_scale"])
-        return [Run("", {"logits": logits, "ids": np.full(k, -1, np.int32), "weights": _poison(k),
-                         "expert_scale": scale, "n_expert": n_expert, "n_expert_used": k,
-                         "weights_scale": p["weights_scale"]},
-                    {"ids": ids, "weights": weights})]
+        out = []
+        for label, z in (("", logits), ("near-tie at the top-k edge", near_tie(logits, k))):
+            ids, weights = slot_math.router_topk(z, scale, k, p["weights_scale"])
+            out.append(Run(label, {"logits": z, "ids": np.full(k, -1, np.int32), "weights": _poison(k),
+                                   "expert_scale": scale, "n_expert": n_expert, "n_expert_used": k,
+                                   "weights_scale": p["weights_scale"]},
+                           {"ids": ids, "weights": weights}))
+        return out
     if slot.startswith("moe_ffn_"):
-        return [_moe_run(case, r)]
+        return _moe_runs(case, r)
     raise KernelGateError(f"no input rule for slot {slot!r}")
 
 
-def _moe_run(case: Case, r: np.random.Generator) -> Run:
+def _moe_runs(case: Case, r: np.random.Generator) -> list[Run]:
     env, p = case.env, case.params
     d, f, n_exp, k = env["n_embd"], env["n_ff_exp"], env["n_expert"], env["n_expert_used"]
     shapes = {"gate": (f, d), "up": (f, d), "down": (d, f)}
@@ -194,16 +273,18 @@ def _moe_run(case: Case, r: np.random.Generator) -> Run:
     ids = r.choice(n_exp, k, replace=False).astype(np.int32)
     weights = r.uniform(0.05, 1, k)
     weights = (weights / weights.sum()).astype(np.float32)
-    x = _vec(r, d)
     experts = [tuple(slot_math.dequant(p[f"type_{w}"], buffers[w][int(e) * p[f"stride_{w}"] :], *shapes[w])
                      for w in ("gate", "up", "down")) for e in ids]
-    want = slot_math.moe_ffn(case.slot.removeprefix("moe_ffn_"), x, ids, weights, experts)
-    args = {"x": x, "ids": ids, "weights": weights, "w_gate": buffers["gate"], "w_up": buffers["up"],
-            "w_down": buffers["down"], "out": _poison(d), "n_embd": d, "n_ff_exp": f, "n_expert": n_exp,
-            "n_expert_used": k}
-    for w in ("gate", "up", "down"):
-        args[f"stride_{w}"] = p[f"stride_{w}"]
-        args[f"type_{w}"] = p[f"type_{w}"]
-    return Run(f"experts={sorted(ids.tolist())}", args, {"out": want})
+    out = []
+    for label, x in (("", _vec(r, d)), (" outlier channels", outlier_channels(r, d))):
+        want = slot_math.moe_ffn(case.slot.removeprefix("moe_ffn_"), x, ids, weights, experts)
+        args = {"x": x, "ids": ids, "weights": weights, "w_gate": buffers["gate"], "w_up": buffers["up"],
+                "w_down": buffers["down"], "out": _poison(d), "n_embd": d, "n_ff_exp": f, "n_expert": n_exp,
+                "n_expert_used": k}
+        for w in ("gate", "up", "down"):
+            args[f"stride_{w}"] = p[f"stride_{w}"]
+            args[f"type_{w}"] = p[f"type_{w}"]
+        out.append(Run(f"experts={sorted(ids.tolist())}{label}", args, {"out": want}))
+    return out
 
 
