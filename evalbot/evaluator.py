@@ -261,7 +261,8 @@ def _session(config: Config, policy: Policy, key: str, path: Path, candidate: Ma
 
     rule = sampling_rule(policy)
     spec = SessionSpec({key: path}, dict(candidate), dict(frontier), config.cache_dir / "reference",
-                       gate_limits(policy), rule, policy.contexts, peak, benchmark)
+                       gate_limits(policy), rule, policy.contexts, peak, benchmark, seed=holdout_seed(config),
+                       audit_margin=policy.repeat_audit_margin, audit_pairs=policy.repeat_audit_pairs)
     timeout = 600.0 + (len(policy.contexts) * rule.budget_s * 1.5 if benchmark else 0.0)
     try:
         return run_contained(run_session, spec, timeout_s=timeout)

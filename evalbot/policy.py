@@ -61,6 +61,8 @@ class Policy:
     target_halfwidth: float  # stop sampling once the interval's relative half-width is below this
     min_pairs: int
     block_pairs: int  # pairs per block; the graphs are captured afresh for every block
+    repeat_audit_margin: float  # audit:repeat: how much more than the frontier a candidate may gain from repeats
+    repeat_audit_pairs: int
     reference_efficiency: float
     thresholds: dict[str, float]  # label -> minimum headroom closed
     kernel_tolerances: dict[str, float]  # slot family (harness.kernel_gates.TOLERANCE_FAMILIES) -> limit
@@ -133,6 +135,8 @@ def parse_policy(data: bytes, source: str) -> Policy:
         target_halfwidth=_number(doc, "speed", "target_halfwidth", source, 1e-5, 0.5),
         min_pairs=int(_number(doc, "speed", "min_pairs", source, 5, 100000)),
         block_pairs=int(_number(doc, "speed", "block_pairs", source, 2, 10000)),
+        repeat_audit_margin=_number(doc, "speed", "repeat_audit_margin", source, 0.0, 1.0),
+        repeat_audit_pairs=_integer(doc, "speed", "repeat_audit_pairs", source, 2, 1000),
         reference_efficiency=_number(doc, "labels", "reference_efficiency", source, 0.0, 0.99),
         thresholds={name: _number(doc, "labels", name, source, 0.0, 1.0) for name in LABELS},
         kernel_tolerances=_kernel_tolerances(doc, source),

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 
 from harness.divergence import Divergence
-from harness.measurements import GateResult
+from harness.measurements import GateResult, RepeatAudit
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,16 @@ def spot_check(model: str, context: int, d: Divergence, limits: GateLimits) -> G
     return GateResult(f"benchmark_spot_check@{context}", model, bool(ok), d.kl_mean, limits.kl_mean_max,
                       f"KL(frontier ‖ candidate) over the {d.n_positions} timed steps at context {context}; "
                       f"top-1 agreement {d.top1_agreement:.4f}")
+
+
+def repeat_audit(model: str, audit: RepeatAudit, margin: float) -> GateResult:
+    """A candidate that gains more from one input repeated than the frontier does (by more than
+    ``margin``) is fast on what the benchmark would otherwise repeat, not on what decode sees."""
+    ok = math.isfinite(audit.excess) and audit.excess <= margin
+    return GateResult("audit:repeat", model, bool(ok), audit.excess, margin,
+                      f"at context {audit.context}, {audit.pairs} pairs: one input repeated runs "
+                      f"{audit.candidate_ratio:.3f}x as fast as fresh inputs for the candidate, "
+                      f"{audit.frontier_ratio:.3f}x for the frontier")
 
 
 def kv_integrity(model: str, context: int, intact: bool) -> GateResult:

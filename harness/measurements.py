@@ -55,3 +55,17 @@ class Measurements:
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"malformed measurements: {exc}") from None
+
+
+@dataclass(frozen=True)
+class RepeatAudit:
+    """MLPerf TEST04's question: how much faster is each side on one input repeated than on fresh ones?"""
+    context: int
+    pairs: int
+    frontier_ratio: float  # median fresh step time / median repeated step time
+    candidate_ratio: float
+
+    @property
+    def excess(self) -> float:
+        """How much more the candidate gains from repetition than the frontier (0: the same)."""
+        return self.candidate_ratio / self.frontier_ratio - 1.0

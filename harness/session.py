@@ -18,9 +18,10 @@ from pathlib import Path
 import cupy
 import numpy as np
 
-from harness.benchmark import ContextRun, interleaved
+from harness.benchmark import ContextRun, interleaved, repeat_audit
 from harness.divergence import Divergence, compare, normalize
 from harness.gates import GateLimits, end_to_end, kv_integrity, spot_check
+from harness.gates import repeat_audit as repeat_audit_gate
 from harness.measurements import GateResult, SpeedCell
 from harness.stats import SamplingRule
 from reference_runtime import corpus
@@ -47,7 +48,9 @@ class SessionSpec:
     contexts: tuple[int, ...] = (128, 4096, 16384)
     peak_bytes_per_s: float = 0.0
     benchmark: bool = True
-    seed: int = 0
+    seed: int = 0  # the validator's private seed: trial inputs, checked pairs, the audited context
+    audit_margin: float = 0.05  # audit:repeat fails beyond this (policy [speed] repeat_audit_margin)
+    audit_pairs: int = 16
 
 
 @dataclass(frozen=True)
@@ -112,7 +115,7 @@ def measure_peak_bandwidth(nbytes: int = 1 << 30, reps: int = 20) -> float:
 def speed_cell(model: str, run: ContextRun, frontier: DecodeRuntime, peak_bytes_per_s: float) -> SpeedCell:
     """One (model, context) of the benchmark as the policy scores it: median step times and the
     roofline time of the bytes the middle timed step must move."""
-    mid = run.context + run.steps_per_trial // 2
+    mid = int(np.mean(run.starts or (run.context,))) + run.steps_per_trial // 2
     return SpeedCell(model=model, context=run.context, comparison=run.comparison,
                      t_frontier_s=float(np.median(run.frontier_s)), t_candidate_s=float(np.median(run.candidate_s)),
                      t_roofline_s=step_traffic(frontier.plan, mid).total / peak_bytes_per_s)
@@ -147,12 +150,16 @@ def run_session(spec: SessionSpec) -> SessionResult:
             gates.extend(model_gates)
             contexts: list[ContextRun] = []
             if spec.benchmark and all(g.passed for g in gates):
+                seed = spec.seed % (1 << 62)
                 for ctx in spec.contexts:
-                    run = interleaved(frontier, candidate, ctx, spec.rule, seed=spec.seed + ctx)
+                    run = interleaved(frontier, candidate, ctx, spec.rule, seed=seed + ctx)
                     contexts.append(run)
                     gates.append(spot_check(key, ctx, run.spot_check, spec.limits))
                     gates.append(kv_integrity(key, ctx, run.kv_intact))
                     cells.append(speed_cell(key, run, frontier, peak))
+                audited = spec.contexts[seed % len(spec.contexts)]
+                audit = repeat_audit(frontier, candidate, audited, seed + audited, spec.audit_pairs)
+                gates.append(repeat_audit_gate(key, audit, spec.audit_margin))
             elif spec.benchmark:
                 notes.append(f"{key}: not benchmarked (a gate failed)")
             runs.append(ModelRun(key, model.sha256(), text.sha256, REFERENCE_VERSION, d, tuple(contexts), tf_s))
