@@ -158,7 +158,10 @@ def test_llama_cpp_reads_the_generated_blocks_as_our_reference_does(key: str, na
     cand = normalize(llama_cpp_logits.logits(path, tokens))
     d = compare(ref[:-1], cand[:-1], targets=tokens[1:])
     print(key, d)
-    assert d.top1_agreement_confident >= 0.97
+    # llama.cpp's CPU path rounds activations to 8 bits for its dot products, with kernels picked by
+    # the CPU's SIMD (0.9625 on one AMD EPYC box, 0.97 or more on the boxes CI ran on); a misread block or type
+    # would agree on ~1/n_vocab of the positions and put the KL in the units.
+    assert d.top1_agreement_confident >= 0.9
     assert d.kl_mean <= 0.02
     # Peaked next-token distributions, as the basket's scaling intends.
     assert float(np.exp(ref.max(axis=1)).mean()) > 0.2
