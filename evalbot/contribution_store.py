@@ -17,7 +17,7 @@ from pathlib import Path
 
 from evalbot.copies import Contribution
 
-MAX_KEPT = 5000
+MAX_KEPT = 1000  # at most 256 MiB per repository, and a check of at most 1000 comparisons
 
 
 class ContributionStore:

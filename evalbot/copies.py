@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from copydetect import CodeFingerprint
 
 SOURCE_SUFFIXES = (".cu", ".cuh", ".h", ".hpp", ".inl")
-MAX_SOURCE_BYTES = 4 << 20  # per contribution; the fetch already bounds a tree, this bounds the tokenizer's work
+MAX_SOURCE_BYTES = 256 << 10  # per contribution: bounds the store and the tokenizer (kernel sources run to tens of KiB)
 ATTRIBUTIONS = ".evalbot/attributions.toml"  # in the frontier's tree: overrides are reviewed by merging
 
 

@@ -165,3 +165,21 @@ def test_the_watch_evaluator_flags_a_pr_that_copies_an_earlier_one(tmp_path):
     assert findings[1].level == "ok" and findings[1].matches == ()
     assert findings[2].level == "block" and findings[2].reason(RULE).startswith("derivative of #1 (@alice)")
     assert findings[3].level == "ok" and {m.earlier.pr for m in findings[3].matches} == {1, 2}
+
+
+def test_the_contribution_store_is_bounded_and_survives_a_damaged_file(tmp_path, monkeypatch):
+    import os
+
+    from evalbot import contribution_store
+    from evalbot.contribution_store import ContributionStore
+
+    monkeypatch.setattr(contribution_store, "MAX_KEPT", 3)
+    store = ContributionStore(tmp_path, "acme/kernels")
+    for n in range(5):
+        store.record(pr(n + 1, f"author{n}", {"k.cu": f"// {n}"}))
+        os.utime(store.dir / f"{n + 1:040x}.json", (1_700_000_000 + n, 1_700_000_000 + n))
+    assert [c.pr for c in store.earlier("none")] == [3, 4, 5]  # the oldest went, oldest first
+    (store.dir / f"{4:040x}.json").write_text("{not json")
+    assert [c.pr for c in store.earlier(f"{5:040x}")] == [3]  # itself excluded, the damaged one dropped
+    assert not (store.dir / f"{4:040x}.json").exists()
+    assert ContributionStore(tmp_path, "other/repo").earlier("x") == []
