@@ -297,7 +297,7 @@ class FleetWatcher(Watcher):
                 return
             publisher = self._status_publisher(job.gpu_class)
             if publisher is not None:
-                publisher.status(_outcome(job))
+                publisher.status(_outcome(job), unless_set=True)
             self.store.mark_status(job.key)
         heads = [h for h in self.store.active_heads(self.s.repo) if h.target.startswith("pr/")]
         jobs = self.store.jobs([h.key for h in heads])

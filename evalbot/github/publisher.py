@@ -47,7 +47,9 @@ class Publisher:
             self.labels(number, current.label)
         self.status(current, url)
 
-    def status(self, outcome: Outcome, target_url: str | None = None) -> None:
+    def status(self, outcome: Outcome, target_url: str | None = None, *, unless_set: bool = False) -> None:
+        """Set the commit status; ``unless_set``: not when the commit's newest status of our context
+        says the same already (a publisher killed between setting it and noting that it did)."""
         if outcome.label is None:
             state = "error"
         else:
@@ -55,6 +57,12 @@ class Publisher:
         text = plain(f"{outcome.label or 'error'}: {outcome.summary}", _STATUS_DESCRIPTION_MAX)
         with self.client.call(f"setting the commit status of {outcome.sha[:12]}"):
             commit = self.client.repo.get_commit(outcome.sha)
+            if unless_set:
+                for existing in commit.get_statuses():
+                    if existing.context == self.context:
+                        if existing.state == state and existing.description == text:
+                            return
+                        break
             if target_url:
                 commit.create_status(state, target_url=target_url, description=text, context=self.context)
             else:

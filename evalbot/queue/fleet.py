@@ -255,7 +255,8 @@ def ensure_schema(url: str, engine: Engine) -> None:
         conn.execute(text("SELECT pg_advisory_xact_lock(74015)"))
         present = conn.execute(text("SELECT to_regclass('procrastinate_jobs') IS NOT NULL")).scalar()
         if not present:
-            conn.exec_driver_sql(SchemaManager.get_schema())
+            # Sent as is (no parameters: its "%" are not placeholders), in this transaction.
+            conn.connection.driver_connection.execute(SchemaManager.get_schema())
         Base.metadata.create_all(conn)
 
 

@@ -442,6 +442,7 @@ class GithubStandin:
             ("GET", r"/labels/(.+)", self._get_label),
             ("POST", r"/labels", self._create_label),
             ("POST", r"/statuses/([0-9a-f]{40})", self._create_status),
+            ("GET", r"/commits/([0-9a-f]{40})/statuses", self._list_statuses),
         ]
 
     def _paginate(self, items: list[Any], query: dict[str, str], path: str) -> _Reply:
@@ -565,3 +566,8 @@ class GithubStandin:
                         body.get("target_url", ""), body.get("context", "default"), user, time.time())
         self.statuses.setdefault(sha, []).append(status)
         return _Reply(201, self.bodies.status(repo, status))
+
+    def _list_statuses(self, repo: Repo, query: dict[str, str], body: Any, user: User, sha: str) -> _Reply:
+        """Newest first, as GitHub lists them; each with its context."""
+        listed = [{**self.bodies.status(repo, s), "context": s.context} for s in reversed(self.statuses.get(sha, []))]
+        return self._paginate(listed, query, f"/repos/{repo.full_name}/commits/{sha}/statuses")
