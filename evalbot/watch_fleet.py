@@ -203,7 +203,7 @@ class FleetWatcher(Watcher):
         repo = self.s.repo
         pulls = {p.number: p for p in self.client.open_pulls(self.s.base_branch)}
         wanted: dict[str, _Want] = {}
-        for pull in pulls.values():
+        for pull in sorted(pulls.values(), key=lambda p: p.number):  # queued in the order opened
             if self._eligible(pull) is None:
                 wanted[f"pr/{pull.number}"] = _Want(pull.head_sha, self._job_fields(pull), PR_PRIORITY, pull.number)
         branch = self.client.branch(self.s.base_branch)

@@ -134,6 +134,11 @@ def _fleet_watcher(w) -> FleetWatcher:
     return open_fleet_watcher(cfg, settings, GithubClient(g, TOKEN))
 
 
+def _job(fw: FleetWatcher, sha: str):
+    (job,) = [j.job for j in fw.store.listing(include_finished=True) if j.job.sha == sha]
+    return job
+
+
 def _state(fw: FleetWatcher, sha: str) -> JobState | None:
     states = [j.job.state for j in fw.store.listing(include_finished=True) if j.job.sha == sha]
     return states[0] if states else None
@@ -169,7 +174,7 @@ def test_force_push_cancels_the_running_job_and_the_new_head_is_evaluated(tmp_pa
         assert ("done", old) not in evaluations(w.evaldir)
         comments = w.standin.bot_comments(pull, BOT)
         assert len(comments) == 1 and new[:12] in comments[0].body
-        assert [lab.name for lab in pull.labels] == ["eval:S"]
+        assert list(pull.labels) == ["eval:S"]
         with Ledger.open(w.cfg.ledger_url) as ledger:
             assert [e.label for e in ledger.find(new)] == ["S"] and ledger.find(old) == []
             assert ledger.verify().ok
@@ -200,8 +205,8 @@ def test_a_dead_workers_job_is_finished_by_another(tmp_path: Path, url: str):
                 b.term()
         starts = [parts for parts in log_lines(w.evaldir) if parts[:2] == ["start", sha]]
         assert [p[2] for p in starts] == [str(a.proc.pid), str(b.proc.pid)]
-        assert [e for e in evaluations(w.evaldir) if e[0] == "done"] == [("done", sha)]
-        job = fw.store.listing(include_finished=True)[0].job
+        assert [e for e in evaluations(w.evaldir) if e == ("done", sha)] == [("done", sha)]
+        job = _job(fw, sha)
         assert job.attempts == 2 and job.worker and job.worker.endswith(f":{b.proc.pid}")
         assert "retrying it" in b.output()
         # procrastinate's own record: one job, run twice (retried as stalled), succeeded.
@@ -223,7 +228,7 @@ def test_sigterm_hands_the_running_job_back_and_exits(tmp_path: Path, url: str):
             fw.poll_once()
             wait_until("the job to start", lambda: ("start", sha) in evaluations(w.evaldir), procs=(a,))
             assert a.term(timeout=20) == 0, a.output()
-            job = fw.store.listing(include_finished=True)[0].job
+            job = _job(fw, sha)
             assert job.state == JobState.QUEUED and job.attempts == 0  # a shutdown does not count
             assert "handed" in a.output() and ("cancelled", sha) in evaluations(w.evaldir)
             assert [j.key for j in fw.store.to_defer()] == [job.key]  # the poller defers it again
@@ -281,7 +286,7 @@ def test_the_poller_in_fleet_mode_publishes_what_workers_finish(tmp_path: Path, 
         p = poller(tmp_path, w.config_path, w.evaldir, "poller")
         a = worker(tmp_path, w.config_path, w.evaldir, "test-gpu", "w-a")
         try:
-            wait_until("the verdict on the PR", lambda: [lab.name for lab in pull.labels] == ["eval:XS"],
+            wait_until("the verdict on the PR", lambda: list(pull.labels) == ["eval:XS"],
                        procs=(p, a))
             wait_until("the commit status", lambda: bool(w.standin.statuses.get(sha)), procs=(p, a))
         finally:

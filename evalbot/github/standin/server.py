@@ -443,6 +443,7 @@ class GithubStandin:
             ("POST", r"/labels", self._create_label),
             ("POST", r"/statuses/([0-9a-f]{40})", self._create_status),
             ("GET", r"/commits/([0-9a-f]{40})/statuses", self._list_statuses),
+            ("GET", r"/statuses/([0-9a-f]{40})", self._list_statuses),  # the older spelling PyGithub uses
         ]
 
     def _paginate(self, items: list[Any], query: dict[str, str], path: str) -> _Reply:
@@ -570,4 +571,4 @@ class GithubStandin:
     def _list_statuses(self, repo: Repo, query: dict[str, str], body: Any, user: User, sha: str) -> _Reply:
         """Newest first, as GitHub lists them; each with its context."""
         listed = [{**self.bodies.status(repo, s), "context": s.context} for s in reversed(self.statuses.get(sha, []))]
-        return self._paginate(listed, query, f"/repos/{repo.full_name}/commits/{sha}/statuses")
+        return self._paginate(listed, query, f"/repos/{repo.full_name}/statuses/{sha}")
