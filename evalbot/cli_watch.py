@@ -40,7 +40,7 @@ def _logging(verbose: bool) -> None:
     logging.getLogger("github").handlers.clear()
     if not verbose:
         # Retries and migrations announce themselves; our own lines say what failed and what happens next.
-        for name in ("urllib3", "github", "alembic"):
+        for name in ("urllib3", "github", "alembic", "procrastinate"):
             logging.getLogger(name).setLevel(logging.WARNING)
 
 

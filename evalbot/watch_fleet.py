@@ -297,7 +297,11 @@ class FleetWatcher(Watcher):
                 return
             publisher = self._status_publisher(job.gpu_class)
             if publisher is not None:
-                publisher.status(_outcome(job), unless_set=True)
+                # Noted before it is set: a try that a kill may have cut short first looks at the
+                # commit's statuses, so the commit gets one whatever happened.
+                if job.status_tried_at is None:
+                    self.store.mark_status_tried(job.key)
+                publisher.status(_outcome(job), unless_set=job.status_tried_at is not None)
             self.store.mark_status(job.key)
         heads = [h for h in self.store.active_heads(self.s.repo) if h.target.startswith("pr/")]
         jobs = self.store.jobs([h.key for h in heads])
@@ -352,7 +356,8 @@ class FleetWatcher(Watcher):
             log.info("dry run: would set the comment of PR #%d to %s", number,
                      "its verdict" if final else "its queue position")
         else:
-            self.publisher.sticky_comment(number, body)
+            comment_id = self.publisher.set_sticky(number, body, previous.comment_id if previous else None)
+            state = dataclasses.replace(state, comment_id=comment_id)
             if final:
                 self.publisher.labels(number, outcome.label)
         self.store.set_comment(self.s.repo, target, state)

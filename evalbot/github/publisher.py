@@ -70,6 +70,22 @@ class Publisher:
 
     def sticky_comment(self, number: int, body: str) -> str:
         """Create or update our one comment on PR ``number``; returns its URL."""
+        return self._sticky(number, body)[1]
+
+    def set_sticky(self, number: int, body: str, known_id: int | None = None) -> int:
+        """Like :meth:`sticky_comment`, by the comment's id when the caller knows it (one request, no
+        listing); returns the id. A comment deleted meanwhile is looked for, or created, again."""
+        if known_id is not None:
+            with self.client.call(f"updating the evalbot comment on PR #{number}"):
+                try:
+                    self.client.repo.get_issue(number).get_comment(known_id).edit(body)
+                    return known_id
+                except GithubException as exc:
+                    if exc.status != 404:
+                        raise
+        return self._sticky(number, body)[0]
+
+    def _sticky(self, number: int, body: str) -> tuple[int, str]:
         me = self.client.login()
         with self.client.call(f"updating the evalbot comment on PR #{number}"):
             issue = self.client.repo.get_issue(number)
@@ -80,8 +96,9 @@ class Publisher:
                 if (comment.body or "").startswith(MARKER) and author == me:
                     if comment.body != body:
                         comment.edit(body)
-                    return comment.html_url
-            return issue.create_comment(body).html_url
+                    return comment.id, comment.html_url
+            created = issue.create_comment(body)
+            return created.id, created.html_url
 
     def labels(self, number: int, label: str | None) -> None:
         """Make ``eval:<label>`` the PR's only ``eval:*`` label (none at all for ``label=None``)."""

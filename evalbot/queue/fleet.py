@@ -32,6 +32,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Engine,
     Integer,
@@ -96,7 +97,9 @@ class FleetJob(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    status_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)  # commit status set
+    # The commit status: about to be set (a kill may follow: the next try looks first), and set.
+    status_tried_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    status_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class FleetHead(Base):
@@ -124,6 +127,7 @@ class FleetComment(Base):
     body_sha: Mapped[str] = mapped_column(String(64))  # sha256 of the body the comment was set to
     final: Mapped[bool] = mapped_column(Boolean, default=False)  # a verdict (and its label), not a position
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    comment_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # GitHub's id of the comment
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,7 @@ class CommentState:
     body_sha: str
     final: bool
     updated_at: datetime
+    comment_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -172,6 +177,7 @@ class JobRow:
     started_at: datetime | None
     finished_at: datetime | None
     status_at: datetime | None
+    status_tried_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -207,7 +213,7 @@ def _job_row(r: FleetJob) -> JobRow:
         priority=r.priority, state=JobState(r.state), attempts=r.attempts, claim=r.claim,
         procrastinate_job=r.procrastinate_job, worker=r.worker, gpu=r.gpu, cancel_requested=r.cancel_requested,
         verdict=json.loads(r.verdict) if r.verdict else None, error=r.error, created_at=r.created_at,
-        started_at=r.started_at, finished_at=r.finished_at, status_at=r.status_at,
+        started_at=r.started_at, finished_at=r.finished_at, status_at=r.status_at, status_tried_at=r.status_tried_at,
     )
 
 
@@ -410,6 +416,12 @@ class FleetStore:
             if head is not None:
                 head.recorded_at = _now()
 
+    def mark_status_tried(self, key: str) -> None:
+        with self._session() as s:
+            row = s.get(FleetJob, key)
+            if row is not None:
+                row.status_tried_at = _now()
+
     def mark_status(self, key: str) -> None:
         with self._session() as s:
             row = s.get(FleetJob, key)
@@ -419,7 +431,7 @@ class FleetStore:
     def comment(self, repo: str, target: str) -> CommentState | None:
         with self._session() as s:
             row = s.get(FleetComment, (repo, target))
-            return CommentState(row.head_sha, row.body_sha, row.final, row.updated_at) if row else None
+            return CommentState(row.head_sha, row.body_sha, row.final, row.updated_at, row.comment_id) if row else None
 
     def set_comment(self, repo: str, target: str, state: CommentState) -> None:
         with self._session() as s:
@@ -427,8 +439,8 @@ class FleetStore:
             if row is None:
                 row = FleetComment(repo=repo, target=target)
                 s.add(row)
-            row.head_sha, row.body_sha, row.final, row.updated_at = (state.head_sha, state.body_sha, state.final,
-                                                                     state.updated_at)
+            row.head_sha, row.body_sha, row.final = state.head_sha, state.body_sha, state.final
+            row.updated_at, row.comment_id = state.updated_at, state.comment_id
 
     def unstatused(self, repo: str) -> list[JobRow]:
         """Jobs with a verdict in the ledger (for at least one head) whose commit status is not set."""
