@@ -53,7 +53,7 @@ from evalbot.queue.fleet import (
     JobState,
 )
 from evalbot.recorder import Recorder
-from evalbot.watch import PollReport, Watcher, WatchSettings
+from evalbot.watch import _MAX_FAILURE_BACKOFF_S, PollReport, Watcher, WatchSettings
 from ledger.errors import LedgerError
 
 log = logging.getLogger("evalbot.watch")
@@ -133,7 +133,14 @@ class FleetWatcher(Watcher):
         self.store.dispose()
 
     def _recover(self) -> None:
-        """Nothing to re-queue: a dead worker's job is retried by the fleet (stalled-job recovery)."""
+        """A dead worker's job is retried by the fleet (stalled-job recovery); what failed before
+        this start gets one fresh round of attempts, as in the embedded mode."""
+        try:
+            for job in self.store.retry_failed(self.s.repo):
+                log.info("re-queued %s for %s: its evaluation failed before this start (%s)", job.sha[:12],
+                         job.gpu_class, job.error or "unknown error")
+        except SQLAlchemyError as exc:
+            log.error("re-queueing failed jobs: %s", exc)
 
     def run(self, once: bool = False) -> bool:
         failures = 0
@@ -268,7 +275,11 @@ class FleetWatcher(Watcher):
         for job in self.store.to_defer():
             if self.stop.is_set():
                 return
-            self.dispatcher.defer(job)
+            # A transient failure handed back by a worker: retried after a growing delay.
+            delay = 0.0
+            if job.error and job.attempts > 0:
+                delay = min(self.s.retry_backoff_s * 2 ** (job.attempts - 1), _MAX_FAILURE_BACKOFF_S)
+            self.dispatcher.defer(job, delay)
 
     def _record(self, report: PollReport) -> None:
         for head, job in self.store.unrecorded(self.s.repo):

@@ -295,3 +295,39 @@ def test_the_poller_in_fleet_mode_publishes_what_workers_finish(tmp_path: Path, 
         assert "fleet mode" in p.output()
         assert [s.state for s in w.standin.statuses[sha]] == ["success"]
         assert len(w.standin.bot_comments(pull, BOT)) == 1
+
+
+def test_failures_stay_off_the_pr_transient_ones_are_retried_and_failed_ones_after_a_restart(
+        tmp_path: Path, url: str):
+    with world(tmp_path) as w:
+        add_fleet(w.config_path, url)
+        flaky = w.pr_branch(w.repo, "flaky", "M", crash_until="fixed", fault="transient")
+        broken = w.pr_branch(w.repo, "broken", "S", crash_until="repaired", fault="setup")
+        pulls = [w.standin.open_pull(w.repo, w.repo, b, b) for b in ("flaky", "broken")]
+        fw = _fleet_watcher(w)
+        a = worker(tmp_path, w.config_path, w.evaldir, "test-gpu", "w-a")
+        try:
+            fw.poll_once()
+            wait_until("the first failures", lambda: {("crashed", flaky), ("crashed", broken)} <= set(
+                evaluations(w.evaldir)), procs=(a,))
+            wait_until("the setup failure to be final", lambda: _state(fw, broken) == JobState.FAILED, procs=(a,))
+            w.open_gate("fixed")
+            wait_until("the transient one to be retried and done", lambda: fw.poll_once() is not None and list(
+                pulls[0].labels) == ["eval:M"], procs=(a,))
+            assert _job(fw, flaky).attempts >= 2
+            # Nothing about the failure on its PR, no status, nothing in the ledger.
+            assert all("`S`" not in c.body for c in w.standin.bot_comments(pulls[1], BOT))
+            assert not w.standin.statuses.get(broken) and list(pulls[1].labels) == []
+            with Ledger.open(w.cfg.ledger_url) as ledger:
+                assert ledger.find(broken) == []
+            # The validator fixes its setup and restarts the poller: the failed job runs again.
+            w.open_gate("repaired")
+            fw.close()
+            fw = _fleet_watcher(w)
+            fw.run(once=True)
+            wait_until("the repaired one's verdict", lambda: fw.poll_once() is not None and list(
+                pulls[1].labels) == ["eval:S"], procs=(a,))
+        finally:
+            fw.close()
+            a.term()
+        assert [e for e in evaluations(w.evaldir) if e == ("done", broken)] == [("done", broken)]

@@ -41,14 +41,16 @@ class Dispatcher:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def defer(self, job: JobRow) -> int | None:
-        """Queue ``job`` on its GPU class's queue; the procrastinate job id, or None when one of
-        this key is waiting already."""
+    def defer(self, job: JobRow, delay_s: float = 0.0) -> int | None:
+        """Queue ``job`` on its GPU class's queue (to start no sooner than ``delay_s`` from now: a
+        retry after a transient failure); the procrastinate job id, or None when one of this key is
+        waiting already."""
         from procrastinate.exceptions import AlreadyEnqueued
 
         self.open()
+        options: dict[str, Any] = {"schedule_in": {"seconds": delay_s}} if delay_s > 0 else {}
         deferrer = self.app.configure_task(name=TASK, queue=queue_name(job.gpu_class), queueing_lock=job.key,
-                                           priority=job.priority)
+                                           priority=job.priority, **options)
         try:
             return int(deferrer.defer(key=job.key))
         except AlreadyEnqueued:

@@ -374,6 +374,18 @@ class FleetStore:
                 job.cancel_requested, job.error = True, reason
             return _job_row(job)
 
+    def retry_failed(self, repo: str) -> list[JobRow]:
+        """Failed jobs that an active head still wants get a fresh round of attempts (the poller
+        does this once per start: after the validator fixed what failed, as in the embedded mode)."""
+        with self._session() as s:
+            rows = s.scalars(select(FleetJob).where(
+                FleetJob.repo == repo, FleetJob.state == JobState.FAILED,
+                select(FleetHead.id).where(FleetHead.key == FleetJob.key, FleetHead.active.is_(True)).exists(),
+            ).with_for_update()).all()
+            for row in rows:
+                row.state, row.attempts, row.claim, row.finished_at = JobState.QUEUED, 0, None, None
+            return [_job_row(r) for r in rows]
+
     def to_defer(self) -> list[JobRow]:
         """Queued jobs that no procrastinate job is waiting for or running: (re)defer them.
 
@@ -497,7 +509,11 @@ class FleetStore:
         token = uuid.uuid4().hex
         with self._session() as s:
             row = s.get(FleetJob, key, with_for_update=True)
-            if row is None or row.cancel_requested:
+            if row is None:
+                return None
+            if row.cancel_requested:
+                if row.state == JobState.RUNNING:  # its worker died before it saw the cancellation
+                    row.state, row.finished_at, row.claim = JobState.CANCELLED, _now(), None
                 return None
             ours = row.state == JobState.QUEUED or (
                 row.state == JobState.RUNNING and row.procrastinate_job == procrastinate_job)
