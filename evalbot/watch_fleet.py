@@ -143,6 +143,7 @@ class FleetWatcher(Watcher):
             log.error("re-queueing failed jobs: %s", exc)
 
     def run(self, once: bool = False) -> bool:
+        self._recover()
         failures = 0
         while True:
             report = self.poll_once()

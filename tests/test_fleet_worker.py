@@ -102,6 +102,7 @@ def test_the_queueing_lock_keeps_one_waiting_job_per_key_in_its_gpu_class_queue(
         assert fresh and again.key == a.key and [j.key for j in store.to_defer()] == [a.key]
 
 
+@pytest.mark.slow  # over 10 s on 2 shared cores (worker processes start)
 def test_a_worker_serves_only_its_gpu_class_queue(tmp_path: Path, url: str):
     with world(tmp_path) as w:
         add_fleet(w.config_path, url, ["h100", "h200"])
@@ -180,6 +181,7 @@ def test_force_push_cancels_the_running_job_and_the_new_head_is_evaluated(tmp_pa
             assert ledger.verify().ok
 
 
+@pytest.mark.slow  # over 10 s on 2 shared cores (worker processes start)
 def test_a_dead_workers_job_is_finished_by_another(tmp_path: Path, url: str):
     with world(tmp_path) as w:
         add_fleet(w.config_path, url)
@@ -263,6 +265,7 @@ def test_a_queued_head_shows_its_position_and_evalbot_queue_lists_it(tmp_path: P
         assert "queued" in table.stdout and "pr/2" in table.stdout and "2/3" in table.stdout
 
 
+@pytest.mark.slow  # over 10 s on 2 shared cores (worker processes start)
 def test_a_worker_refuses_to_start_naming_what_is_missing(tmp_path: Path, url: str):
     with world(tmp_path) as w:
         no_fleet = worker(tmp_path, w.config_path, w.evaldir, "test-gpu", "w-nofleet")
@@ -277,6 +280,7 @@ def test_a_worker_refuses_to_start_naming_what_is_missing(tmp_path: Path, url: s
         assert "no CUDA GPU visible" in default.output() and "CUDA_VISIBLE_DEVICES=0" in default.output()
 
 
+@pytest.mark.slow  # over 10 s on 2 shared cores (worker processes start)
 def test_the_poller_in_fleet_mode_publishes_what_workers_finish(tmp_path: Path, url: str):
     """`evalbot watch` as a process, in fleet mode, with a worker: verdict, comment, label, status."""
     with world(tmp_path) as w:
@@ -297,6 +301,7 @@ def test_the_poller_in_fleet_mode_publishes_what_workers_finish(tmp_path: Path, 
         assert len(w.standin.bot_comments(pull, BOT)) == 1
 
 
+@pytest.mark.slow  # over 10 s on 2 shared cores (worker processes start)
 def test_failures_stay_off_the_pr_transient_ones_are_retried_and_failed_ones_after_a_restart(
         tmp_path: Path, url: str):
     with world(tmp_path) as w:
