@@ -56,8 +56,9 @@ def _check(cfg: Config, evaluator: object, gpus: list[str]) -> None:
                                f"{count} CUDA device(s)")
 
 
-def _supervise(argv: list[str], gpus: list[str]) -> int:
-    """One child ``evalbot worker --gpus N`` per GPU, restarted when it dies; SIGTERM stops them all."""
+def _supervise(argv: list[str], gpus: list[str], restart: bool = True) -> int:
+    """One child ``evalbot worker --gpus N`` per GPU, started again when it dies (``restart``; without
+    it, as with ``--drain``, a child that exits is done); SIGTERM stops them all."""
     stopping = False
     children: dict[str, subprocess.Popen[bytes]] = {}
 
@@ -80,14 +81,14 @@ def _supervise(argv: list[str], gpus: list[str]) -> int:
     while True:
         for gpu, child in list(children.items()):
             code = child.poll()
-            if code is None or stopping:
+            if code is None or stopping or not restart:
                 continue
             if gpu not in died:
                 log.error("worker on GPU %s exited (%d); starting it again in %.0f s", gpu, code, RESTART_DELAY_S)
                 died[gpu] = time.monotonic() + RESTART_DELAY_S
             elif time.monotonic() >= died.pop(gpu):
                 start(gpu)
-        if stopping and all(c.poll() is not None for c in children.values()):
+        if (stopping or not restart) and all(c.poll() is not None for c in children.values()):
             return max((c.returncode or 0) for c in children.values())
         time.sleep(0.2)
 
@@ -121,7 +122,7 @@ def worker(
         argv += ["--config", str(config)] if config else []
         argv += ["--drain"] if drain else []
         argv += ["--verbose"] if verbose else []
-        raise typer.Exit(_supervise(argv, indices))
+        raise typer.Exit(_supervise(argv, indices, restart=not drain))
     # One GPU: this process is the worker, pinned before anything touches CUDA.
     os.environ["CUDA_VISIBLE_DEVICES"] = indices[0]
     the_evaluator = load_evaluator(evaluator, cfg)

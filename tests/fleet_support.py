@@ -8,7 +8,8 @@ Two evaluators stand in for the harness, both without a GPU:
 * ``fleet_support:create_quick``: fetches nothing, sleeps ``EVALBOT_FAKE_EVAL_S`` and labels the
   commit by its SHA (:func:`quick_label`), for the many-job tests and the throughput benchmark.
 
-Both append ``start <sha> <pid>`` / ``done <sha> <label>`` lines to ``<dir>/evaluations.log``.
+Both append ``start <sha> <pid>`` (the quick one adds ``CUDA_VISIBLE_DEVICES``) and
+``done <sha> <label>`` lines to ``<dir>/evaluations.log``.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class QuickEvaluator:
             f.write(line + "\n")
 
     def evaluate(self, job: Job, cancel: threading.Event) -> Verdict:
-        self._note(f"start {job.sha} {os.getpid()}")
+        self._note(f"start {job.sha} {os.getpid()} {os.environ.get('CUDA_VISIBLE_DEVICES', '-')}")
         if cancel.wait(self.seconds):
             self._note(f"cancelled {job.sha}")
             raise Cancelled(job.sha)

@@ -11,7 +11,17 @@ from pathlib import Path
 
 import pytest
 from fake_evaluator import evaluations
-from fleet_support import add_fleet, fleet_url, log_lines, poller, procrastinate_jobs, wait_until, worker
+from fleet_support import (
+    Proc,
+    _env,
+    add_fleet,
+    fleet_url,
+    log_lines,
+    poller,
+    procrastinate_jobs,
+    wait_until,
+    worker,
+)
 from test_ledger_support import PG_ENV  # noqa: F401  (the database the fixture uses)
 from watch_support import BOT, TOKEN, world
 
@@ -336,3 +346,28 @@ def test_failures_stay_off_the_pr_transient_ones_are_retried_and_failed_ones_aft
             fw.close()
             a.term()
         assert [e for e in evaluations(w.evaldir) if e == ("done", broken)] == [("done", broken)]
+
+
+@pytest.mark.slow  # over 10 s on 2 shared cores (worker processes start)
+def test_one_worker_process_per_gpu_pinned_with_cuda_visible_devices(tmp_path: Path, url: str):
+    with world(tmp_path) as w:
+        add_fleet(w.config_path, url)
+        for name in ("one", "two", "three"):
+            w.pr_branch(w.repo, name, "S")
+            w.standin.open_pull(w.repo, w.repo, name, name)
+        fw = _fleet_watcher(w)
+        try:
+            fw.poll_once()
+        finally:
+            fw.close()
+        box = Proc(tmp_path, "box", ["worker", "--config", str(w.config_path), "--gpus", "0,1", "--gpu-class",
+                                     "test-gpu", "--evaluator", "fleet_support:create_quick", "--drain"],
+                   _env(w.evaldir, EVALBOT_FAKE_EVAL_S="1.0"))
+        assert box.proc.wait(120) == 0, box.output()
+        starts = [parts for parts in log_lines(w.evaldir) if parts[0] == "start"]
+        assert len(starts) == 4  # three PRs and the base branch, each once
+        # Two processes, each pinned to its own GPU.
+        assert {p[3] for p in starts} == {"0", "1"} and len({p[2] for p in starts}) == 2
+        assert "gpu0" in box.output() and "gpu1" in box.output()
+        jobs = fw.store.listing(include_finished=True)
+        assert {j.job.state for j in jobs} == {JobState.DONE} and {j.job.gpu for j in jobs} == {"0", "1"}
