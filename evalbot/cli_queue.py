@@ -12,7 +12,6 @@ from rich.console import Console
 from rich.table import Table
 
 from evalbot.config import load_config
-from evalbot.errors import EvalbotError
 
 
 def _age(since: datetime, now: datetime) -> str:
@@ -34,8 +33,8 @@ def queue(
 
     cfg = load_config(config)
     if not cfg.fleet.url:
-        raise EvalbotError(f"{cfg.source}: [fleet] url is not set: without a fleet, `evalbot watch` evaluates "
-                           "in-process and its queue is the watch_queue table of the ledger (docs/poller.md)")
+        _embedded(cfg.ledger_url, cfg.ledger.gpu_class or "-", all_jobs, as_json)
+        return
     store = FleetStore(cfg.fleet.url)
     try:
         store.setup()
@@ -64,4 +63,50 @@ def queue(
             state += f" {job.verdict.get('label', '')}"
         table.add_row(state, position, job.gpu_class, job.sha[:12], ", ".join(item.targets) or "-",
                       job.worker or "-", job.gpu or "-", _age(job.created_at, now))
+    Console().print(table)
+
+
+def _embedded(ledger_url: str, gpu_class: str, all_jobs: bool, as_json: bool) -> None:
+    """Without a fleet: the embedded queue (the ledger's ``watch_queue`` table), run by the one
+    in-process worker of ``evalbot watch``, base-branch commits first, then in order queued."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from evalbot.queue.store import QueueRow, State
+    from ledger.engine import make_engine, sqlite_path
+
+    path = sqlite_path(ledger_url)
+    if path is not None and not path.exists():
+        rows: list[QueueRow] = []
+    else:
+        engine = make_engine(ledger_url, read_only=True)
+        try:
+            with Session(engine) as session:
+                query = select(QueueRow).order_by(QueueRow.id)
+                if not all_jobs:
+                    query = query.where(QueueRow.state.in_([State.QUEUED, State.RUNNING]))
+                rows = list(session.scalars(query).all())
+        finally:
+            engine.dispose()
+    waiting = sorted((r for r in rows if r.state == State.QUEUED), key=lambda r: (not r.target.startswith("branch/"),
+                                                                                 r.id))
+    position = {r.id: i + 1 for i, r in enumerate(waiting)}
+    now = datetime.now(UTC)
+    if as_json:
+        typer.echo(json.dumps([
+            {"state": r.state, "gpu_class": gpu_class, "commit": r.sha, "targets": [r.target],
+             "position": position.get(r.id), "waiting": len(waiting),
+             "worker": "evalbot watch (in-process)" if r.state == State.RUNNING else None, "gpu": None,
+             "attempts": r.attempts, "created_at": r.created_at.isoformat(),
+             "started_at": r.started_at.isoformat() if r.started_at else None,
+             "label": json.loads(r.verdict).get("label") if r.verdict else None}
+            for r in rows], indent=2))
+        return
+    table = Table(title=f"embedded queue ({len(rows)}), run by evalbot watch", title_justify="left")
+    for column in ("state", "pos", "GPU class", "commit", "for", "worker", "GPU", "age"):
+        table.add_column(column, no_wrap=column != "for")
+    for r in rows:
+        pos = f"{position[r.id]}/{len(waiting)}" if r.id in position else "-"
+        worker = "in-process" if r.state == State.RUNNING else "-"
+        table.add_row(r.state, pos, gpu_class, r.sha[:12], r.target, worker, "-", _age(r.created_at, now))
     Console().print(table)

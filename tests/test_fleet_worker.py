@@ -5,6 +5,7 @@ graceful SIGTERM, refusal to start, and queue positions on the PR."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -28,7 +29,7 @@ from watch_support import BOT, TOKEN, world
 from evalbot.github.client import GithubClient
 from evalbot.queue.dispatch import Dispatcher
 from evalbot.queue.fleet import FleetStore, JobKey, JobState, queue_name
-from evalbot.watch import WatchSettings, secrets_of
+from evalbot.watch import PollReport, WatchSettings, secrets_of
 from evalbot.watch_fleet import FleetWatcher, open_fleet_watcher
 from ledger import Ledger
 
@@ -265,13 +266,13 @@ def test_a_queued_head_shows_its_position_and_evalbot_queue_lists_it(tmp_path: P
         assert "test-gpu: queued, position 2 of 3" in bodies[0] and "position 3 of 3" in bodies[1]
         env = {"PYTHONPATH": str(Path(__file__).parent.parent)}
         done = subprocess.run([sys.executable, "-m", "evalbot", "queue", "--config", str(w.config_path), "--json"],
-                              capture_output=True, text=True, check=False, env={**__import__("os").environ, **env})
+                              capture_output=True, text=True, check=False, env={**os.environ, **env})
         assert done.returncode == 0, done.stderr
         listed = json.loads(done.stdout)
         assert sorted(j["position"] for j in listed) == [1, 2, 3]
         assert {t for j in listed for t in j["targets"]} == {"pr/1", "pr/2", "branch/main"}
         table = subprocess.run([sys.executable, "-m", "evalbot", "queue", "--config", str(w.config_path)],
-                               capture_output=True, text=True, check=False, env={**__import__("os").environ, **env})
+                               capture_output=True, text=True, check=False, env={**os.environ, **env})
         assert "queued" in table.stdout and "pr/2" in table.stdout and "2/3" in table.stdout
 
 
@@ -371,3 +372,18 @@ def test_one_worker_process_per_gpu_pinned_with_cuda_visible_devices(tmp_path: P
         assert "gpu0" in box.output() and "gpu1" in box.output()
         jobs = fw.store.listing(include_finished=True)
         assert {j.job.state for j in jobs} == {JobState.DONE} and {j.job.gpu for j in jobs} == {"0", "1"}
+
+
+def test_evalbot_queue_without_a_fleet_lists_the_embedded_queue(tmp_path: Path):
+    """The default (no [fleet] url): `evalbot queue` shows the watch_queue rows `evalbot watch` runs."""
+    with world(tmp_path) as w:
+        w.pr_branch(w.repo, "one", "S")
+        w.standin.open_pull(w.repo, w.repo, "one", "one")
+        w.watcher()._discover(PollReport())  # queued, not evaluated
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+        done = subprocess.run([sys.executable, "-m", "evalbot", "queue", "--config", str(w.config_path), "--json"],
+                              capture_output=True, text=True, check=False, env=env)
+        assert done.returncode == 0, done.stderr
+        listed = json.loads(done.stdout)
+        assert [(j["targets"], j["position"], j["state"]) for j in listed] == [
+            (["pr/1"], 2, "queued"), (["branch/main"], 1, "queued")]
