@@ -73,8 +73,9 @@ def watch(
     # Never shown on a PR or written to the ledger, even inside an evaluator's error message.
     settings = dataclasses.replace(settings, secrets=secrets_of(cfg, token))
     client = GithubClient(cfg.github, token)
-    if cfg.fleet.url:
-        # The fleet: this process enqueues and publishes; `evalbot worker` processes evaluate.
+    if cfg.fleet.url and not dry_run:
+        # The fleet: this process enqueues and publishes; `evalbot worker` processes evaluate. (A dry
+        # run evaluates in-process with a throw-away queue, fleet or not: nothing reaches the workers.)
         the_evaluator = None
     else:
         the_evaluator = load_evaluator(evaluator, cfg)

@@ -130,9 +130,16 @@ def worker(
         _check(cfg, the_evaluator, [])
     except EvalbotError as exc:
         raise EvalbotError(f"{exc} (GPU {indices[0]}: CUDA_VISIBLE_DEVICES={indices[0]})") from None
+    from sqlalchemy.exc import SQLAlchemyError
+
     store = FleetStore(cfg.fleet.url)
     try:
-        store.setup()
+        try:
+            store.setup()
+        except SQLAlchemyError as exc:
+            lines = str(exc).strip().splitlines()
+            raise EvalbotError(f"{cfg.source}: [fleet] url: cannot use the fleet's database: "
+                               f"{lines[0] if lines else type(exc).__name__}") from None
         settings = WorkerSettings(
             gpu_class=cfg.ledger.gpu_class, gpu=indices[0], max_attempts=cfg.github.max_attempts,
             heartbeat_s=cfg.fleet.heartbeat_s, stalled_after_s=cfg.fleet.stalled_after_s,

@@ -359,7 +359,8 @@ class FleetWatcher(Watcher):
             outcome = _combined(want.sha, done)
             body = render(outcome, earlier)
         else:
-            body = render_pending(want.sha, [self._line(cls, job, positions) for cls, job, _ in rows], earlier)
+            lines = [self._line(cls, job, positions, bool(head and head.recorded_at)) for cls, job, head in rows]
+            body = render_pending(want.sha, lines, earlier)
         state = CommentState(want.sha, _digest(body), final, now)
         if previous is not None and previous.body_sha == state.body_sha:
             shown.signature = signature
@@ -378,7 +379,7 @@ class FleetWatcher(Watcher):
             report.published += 1
             log.info("published %s on PR #%d @ %s", outcome.label, number, want.sha[:12])
 
-    def _line(self, cls: str, job: JobRow | None, positions: Mapping[str, tuple[int, int]]) -> str:
+    def _line(self, cls: str, job: JobRow | None, positions: Mapping[str, tuple[int, int]], recorded: bool) -> str:
         if job is None:
             return f"{cls}: waiting to be queued"
         if job.state == JobState.QUEUED:
@@ -388,8 +389,8 @@ class FleetWatcher(Watcher):
         if job.state == JobState.RUNNING:
             since = job.started_at.astimezone(UTC).strftime("%H:%M UTC") if job.started_at else "now"
             return f"{cls}: running since {since}"
-        if job.state == JobState.DONE:
-            return f"{cls}: done ({(job.verdict or {}).get('label', '?')})"
+        if job.state == JobState.DONE:  # its label is shown once it is in the ledger
+            return f"{cls}: done ({(job.verdict or {}).get('label', '?')})" if recorded else f"{cls}: finished"
         return f"{cls}: not evaluated on this validator"
 
     def _earlier(self, target: str, sha: str) -> list[Outcome]:
@@ -423,7 +424,11 @@ def open_fleet_watcher(cfg: Config, settings: WatchSettings, client: GithubClien
         else:
             recorders[cls] = DryRunRecorder(getattr(recorder, "ledger", None), basket, cls)
     store = FleetStore(cfg.fleet.url)
-    store.setup()
+    try:
+        store.setup()
+    except SQLAlchemyError as exc:
+        store.dispose()
+        raise EvalbotError(f"{cfg.source}: [fleet] url: cannot use the fleet's database: {_first_line(exc)}") from None
     publishers = None
     if not dry_run:
         context = cfg.github.status_context
@@ -438,3 +443,8 @@ def policy_sha(cfg: Config) -> str:
     from evalbot.policy import policy_bytes
 
     return hashlib.sha256(policy_bytes(basket_set=cfg.basket.set)[0]).hexdigest()
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

@@ -89,6 +89,17 @@ def test_a_job_whose_workers_keep_dying_fails_instead_of_running_forever(store: 
     assert failed is not None and failed.state == JobState.FAILED and "stopped 2 times" in (failed.error or "")
 
 
+def test_a_running_job_whose_procrastinate_job_ended_without_a_verdict_is_queued_again(store: FleetStore):
+    """The task raised (the fleet's database went away mid-job): no heartbeat goes stale, so the
+    poller finds the row running with no procrastinate job waiting or running for it."""
+    job, _ = store.submit(_key(), "pr/1", FIELDS, 0)
+    claimed = store.claim(job.key, 99, "w", "0", max_attempts=3)  # procrastinate job 99: not (any more) there
+    assert claimed is not None
+    (again,) = store.to_defer()
+    assert again.key == job.key and again.state == JobState.QUEUED and again.attempts == 1
+    assert not store.finish(job.key, claimed.claim or "", {"label": "S"})  # that claim is void
+
+
 def test_the_queueing_lock_keeps_one_waiting_job_per_key_in_its_gpu_class_queue(store: FleetStore):
     a, _ = store.submit(_key(gpu_class="h100"), "pr/1", FIELDS, 0)
     b, _ = store.submit(_key(gpu_class="H200 SXM"), "pr/1", FIELDS, 0)
@@ -281,6 +292,10 @@ def test_a_worker_refuses_to_start_naming_what_is_missing(tmp_path: Path, url: s
     with world(tmp_path) as w:
         no_fleet = worker(tmp_path, w.config_path, w.evaldir, "test-gpu", "w-nofleet")
         assert no_fleet.proc.wait(60) == 2 and "[fleet] url is not set" in no_fleet.output()
+        unreachable = tmp_path / "unreachable.toml"
+        unreachable.write_text(w.config_path.read_text() + '[fleet]\nurl = "postgresql://nobody@127.0.0.1:9/none"\n')
+        down = worker(tmp_path, unreachable, w.evaldir, "test-gpu", "w-down")
+        assert down.proc.wait(60) == 2 and "cannot use the fleet's database" in down.output(), down.output()
         add_fleet(w.config_path, url)
         missing = worker(tmp_path, w.config_path, w.evaldir, "test-gpu", "w-missing",
                          EVALBOT_FAKE_MISSING="nvcc not found;basket model qwen3moe-tiny missing")

@@ -390,13 +390,21 @@ class FleetStore:
         """Queued jobs that no procrastinate job is waiting for or running: (re)defer them.
 
         That covers a poller killed between inserting a row and deferring it, and a job a worker
-        handed back (shutdown, transient failure)."""
+        handed back (shutdown, transient failure). A running row whose procrastinate job ended
+        without finishing it (the task raised: the fleet's database went away mid-job) is queued
+        again first, its attempt counted."""
+        lonely = ("NOT EXISTS (SELECT 1 FROM procrastinate_jobs p WHERE p.queueing_lock = fleet_jobs.key "
+                  "AND p.status IN ('todo', 'doing'))")
+        with self._session() as s:
+            for row in s.scalars(select(FleetJob).where(FleetJob.state == JobState.RUNNING).where(text(lonely))
+                                 .with_for_update(skip_locked=True)).all():
+                row.state, row.claim = JobState.QUEUED, None
+                row.error = row.error or "its worker's job ended without a verdict"
         with self._session() as s:
             rows = s.scalars(
                 select(FleetJob)
                 .where(FleetJob.state == JobState.QUEUED)
-                .where(text("NOT EXISTS (SELECT 1 FROM procrastinate_jobs p WHERE p.queueing_lock = fleet_jobs.key "
-                            "AND p.status IN ('todo', 'doing'))"))
+                .where(text(lonely))
                 .order_by(FleetJob.priority.desc(), FleetJob.created_at)
             ).all()
             return [_job_row(r) for r in rows]
