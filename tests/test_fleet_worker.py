@@ -80,6 +80,19 @@ def test_a_job_is_claimed_once_and_only_its_latest_claim_stores_a_verdict(store:
     assert store.claim(job.key, 11, "box-a:gpu0", "0", max_attempts=3) is None
 
 
+def test_a_verdict_reached_after_its_job_was_cancelled_is_not_stored(store: FleetStore):
+    job, _ = store.submit(_key(), "pr/1", FIELDS, 0)
+    claimed = store.claim(job.key, 5, "w", "0", max_attempts=3)
+    assert claimed is not None and claimed.claim
+    (head,) = store.active_heads("acme/kernels")
+    running = store.release(head.id, "superseded by bbbbbbbbbbbb (force-push or new commit)")
+    assert running is not None and running.state == JobState.RUNNING and running.cancel_requested
+    assert store.cancel_requested(job.key, claimed.claim)
+    assert not store.finish(job.key, claimed.claim, {"label": "S"})  # it finished before it saw the request
+    cancelled = store.job(job.key)
+    assert cancelled is not None and cancelled.state == JobState.CANCELLED and cancelled.verdict is None
+
+
 def test_a_job_whose_workers_keep_dying_fails_instead_of_running_forever(store: FleetStore):
     job, _ = store.submit(_key(), "pr/1", FIELDS, 0)
     for _ in range(2):

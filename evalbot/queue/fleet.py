@@ -542,10 +542,14 @@ class FleetStore:
         return row
 
     def finish(self, key: str, claim: str, verdict: Mapping[str, Any]) -> bool:
-        """Store the verdict; False when the claim is no longer this one's (nothing is stored)."""
+        """Store the verdict; False when the claim is no longer this one's, or the job was cancelled
+        meanwhile (nothing is stored: a cancelled key's commit is evaluated under its new key)."""
         with self._session() as s:
             row = self._own(s, key, claim)
             if row is None:
+                return False
+            if row.cancel_requested:  # its PR moved on while the evaluation ended: no verdict for it
+                row.state, row.finished_at, row.claim = JobState.CANCELLED, _now(), None
                 return False
             row.state, row.verdict, row.finished_at = JobState.DONE, json.dumps(dict(verdict)), _now()
             row.claim, row.error = None, None
