@@ -413,6 +413,9 @@ def open_fleet_watcher(cfg: Config, settings: WatchSettings, client: GithubClien
     """The fleet poller of ``cfg``: its store (schema created when absent), recorders per GPU class."""
     from evalbot.ledger_recorder import LedgerRecorder, basket_id, open_recorder
 
+    if not cfg.fleet.gpu_classes and not cfg.ledger.gpu_class:
+        raise EvalbotError(f"{cfg.source}: [ledger] gpu_class is not set: the fleet queues each job for a GPU "
+                           "class (or list them in [fleet] gpu_classes)")
     classes = tuple(cfg.gpu_classes)
     cfg = dataclasses.replace(cfg, ledger=dataclasses.replace(cfg.ledger, gpu_class=classes[0]))
     recorder, _ = open_recorder(cfg, read_only=dry_run)
