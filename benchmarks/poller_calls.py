@@ -32,8 +32,8 @@ from evalbot.github.publisher import Publisher
 from evalbot.github.standin import GithubStandin
 from evalbot.ledger_recorder import open_recorder
 from evalbot.pipeline import Job, ModelResult, Verdict
+from evalbot.queue.store import JobQueue
 from evalbot.watch import Watcher, WatchSettings
-from ledger.queue import JobQueue
 
 
 class InstantEvaluator:

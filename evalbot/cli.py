@@ -26,6 +26,9 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
     "ledger": ("evalbot.cli_ledger", "app", "The public ledger: query, export, verify, publish."),
     "watch": ("evalbot.cli_watch", "watch", "Poll GitHub for new PR heads and base-branch commits, evaluate each "
               "once, comment, label, record."),
+    "worker": ("evalbot.cli_worker", "worker", "Evaluate the fleet's queued jobs on this box's GPUs: one worker "
+               "process per GPU."),
+    "queue": ("evalbot.cli_queue", "queue", "Show the fleet's jobs: state, queue position, worker, GPU, age."),
     "demo": ("evalbot.demo", "demo", "Run the poller end to end against a local GitHub stand-in: example repo, PRs, "
              "watch, results."),
 }

@@ -57,9 +57,16 @@ def _when(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
+ToOpt = Annotated[str | None, typer.Option(
+    "--to", help="Copy the ledger into this (empty) database instead, e.g. postgresql://…; verified after.")]
+
+
 @app.command()
-def migrate(config: ConfigOpt = None, url: UrlOpt = None) -> None:
+def migrate(config: ConfigOpt = None, url: UrlOpt = None, to: ToOpt = None) -> None:
     """Create the ledger, or upgrade its schema to this evalbot's revision (keeps every row)."""
+    if to:
+        _copy_to(_url(config, url), _url(None, to))
+        return
     target = _url(config, url)
     where = describe_url(target)
     path = sqlite_path(target)
@@ -78,6 +85,23 @@ def migrate(config: ConfigOpt = None, url: UrlOpt = None) -> None:
         console.print(f"{where}: created ledger (schema revision {after})", markup=False)
     else:
         console.print(f"{where}: upgraded schema revision {before} → {after}", markup=False)
+
+
+def _copy_to(source: str, target: str) -> None:
+    """``migrate --to``: copy every row (ledger/copy.py), then verify the copy."""
+    from evalbot.queue.store import QueueRow
+    from ledger.copy import copy_ledger
+
+    report = copy_ledger(source, target, extra=[QueueRow.__table__])
+    with Ledger.open(target) as ledger:
+        check = ledger.verify()
+    if not check.ok:
+        raise LedgerError(f"{describe_url(target)}: the copy does not verify: "
+                          f"{check.problem.message if check.problem else 'broken'}")
+    rows = ", ".join(f"{n} {name}" for name, n in report.rows.items())
+    console.print(f"{describe_url(source)} → {describe_url(target)}: copied {rows}; verified {check.entries} "
+                  f"entries, head {check.head_seq}:{check.head_hash}. Set [ledger] url to the new database.",
+                  markup=False)
 
 
 @app.command()

@@ -20,10 +20,10 @@ from evalbot.github.client import GithubClient
 from evalbot.github.publisher import Publisher
 from evalbot.github.token import read_token
 from evalbot.pipeline import DEFAULT_EVALUATOR, load_evaluator
+from evalbot.queue.store import JobQueue
 from evalbot.watch import Watcher, WatchSettings, secrets_of
-from evalbot.watch_checks import startup_problems, unsandboxed_refusal
+from evalbot.watch_checks import check_startup
 from evalbot.watch_lock import instance_lock
-from ledger.queue import JobQueue
 
 
 def _logging(verbose: bool) -> None:
@@ -40,7 +40,7 @@ def _logging(verbose: bool) -> None:
     logging.getLogger("github").handlers.clear()
     if not verbose:
         # Retries and migrations announce themselves; our own lines say what failed and what happens next.
-        for name in ("urllib3", "github", "alembic"):
+        for name in ("urllib3", "github", "alembic", "procrastinate"):
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
@@ -53,21 +53,6 @@ def _settings(cfg: Config) -> WatchSettings:
         include_forks=g.include_forks, max_attempts=g.max_attempts, poll_interval_s=g.poll_interval_s,
         retry_backoff_s=g.retry_backoff_s,
     )
-
-
-def _check_startup(cfg: Config, evaluator: object) -> None:
-    """Refuse to start (exit 2) on a box that cannot evaluate, rather than fail every PR in turn.
-
-    An evaluator that brings its own ``startup_problems()`` (a list of what is missing) replaces
-    the default checks, which are those of evalbot's own evaluator (GPU, build toolchain, basket).
-    """
-    refusal = unsandboxed_refusal(cfg)
-    if refusal:
-        raise EvalbotError(refusal)
-    own = getattr(evaluator, "startup_problems", None)
-    problems = own() if callable(own) else startup_problems(cfg)
-    if problems:
-        raise EvalbotError("cannot start: " + "; ".join(problems))
 
 
 def watch(
@@ -88,17 +73,29 @@ def watch(
     # Never shown on a PR or written to the ledger, even inside an evaluator's error message.
     settings = dataclasses.replace(settings, secrets=secrets_of(cfg, token))
     client = GithubClient(cfg.github, token)
-    the_evaluator = load_evaluator(evaluator, cfg)
-    _check_startup(cfg, the_evaluator)
+    if cfg.fleet.url and not dry_run:
+        # The fleet: this process enqueues and publishes; `evalbot worker` processes evaluate. (A dry
+        # run evaluates in-process with a throw-away queue, fleet or not: nothing reaches the workers.)
+        the_evaluator = None
+    else:
+        the_evaluator = load_evaluator(evaluator, cfg)
+        check_startup(cfg, the_evaluator)
 
     lock = None if dry_run else instance_lock(cfg.ledger_url, cfg.data_dir)
     if lock is not None:
         lock.acquire()
+    fleet_watcher = None
     try:
-        recorder, engine = open_recorder(cfg, read_only=dry_run)
-        queue = JobQueue.in_memory() if dry_run else JobQueue(engine)
-        publisher = None if dry_run else Publisher(client, cfg.github.status_context)
-        watcher = Watcher(settings, client, queue, the_evaluator, recorder, publisher)
+        watcher: Watcher
+        if the_evaluator is None:
+            from evalbot.watch_fleet import open_fleet_watcher
+
+            watcher = fleet_watcher = open_fleet_watcher(cfg, settings, client, dry_run=dry_run)
+        else:
+            recorder, engine = open_recorder(cfg, read_only=dry_run)
+            queue = JobQueue.in_memory() if dry_run else JobQueue(engine)
+            publisher = None if dry_run else Publisher(client, cfg.github.status_context)
+            watcher = Watcher(settings, client, queue, the_evaluator, recorder, publisher)
 
         def on_signal(signum: int, _frame: FrameType | None) -> None:
             logging.getLogger("evalbot.watch").warning(
@@ -110,11 +107,14 @@ def watch(
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
         logging.getLogger("evalbot.watch").info(
-            "watching %s (%s) every %g s%s", settings.repo, settings.base_branch, settings.poll_interval_s,
+            "watching %s (%s) every %g s%s%s", settings.repo, settings.base_branch, settings.poll_interval_s,
+            " — fleet mode: jobs go to `evalbot worker` processes" if fleet_watcher is not None else "",
             " — dry run: nothing is published" if dry_run else "",
         )
         ok = watcher.run(once=once)
     finally:
+        if fleet_watcher is not None:
+            fleet_watcher.close()
         if lock is not None:
             lock.release()
     raise typer.Exit(0 if ok or not once else 1)

@@ -116,6 +116,25 @@ class BasketConfig:
 
 
 @dataclass(frozen=True)
+class FleetConfig:
+    # Empty: the embedded default (`evalbot watch` evaluates in-process, its queue in the ledger's
+    # database). A PostgreSQL URL: the fleet's jobs live there (procrastinate); `evalbot watch`
+    # enqueues and publishes, `evalbot worker` processes evaluate (docs/poller.md, "Fleet").
+    url: str = ""
+    # The GPU classes each commit is evaluated on, one queue each; empty: [ledger] gpu_class alone.
+    # The first one's verdict sets the PR's label.
+    gpu_classes: list[str] = field(default_factory=list)
+    # Workers beat every heartbeat_s; a worker silent for stalled_after_s is taken for dead and its
+    # job is retried on another.
+    heartbeat_s: float = field(default=10.0, metadata=_range(0, 3600, above=True))
+    stalled_after_s: float = field(default=60.0, metadata=_range(0, DAY_S, above=True))
+    # How often a worker looks for dead workers' jobs, and whether its own job was cancelled.
+    check_interval_s: float = field(default=5.0, metadata=_range(0, 3600, above=True))
+    # A queued PR's comment (its queue position) is refreshed at most this often.
+    position_refresh_s: float = field(default=300.0, metadata=_range(0, DAY_S))
+
+
+@dataclass(frozen=True)
 class PathsConfig:
     data_dir: str = ""
     cache_dir: str = ""
@@ -128,6 +147,7 @@ class Config:
     build: BuildConfig = field(default_factory=BuildConfig)
     basket: BasketConfig = field(default_factory=BasketConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    fleet: FleetConfig = field(default_factory=FleetConfig)
     source: str = "<defaults>"
 
     @property
@@ -137,6 +157,11 @@ class Config:
     @property
     def cache_dir(self) -> Path:
         return Path(self.paths.cache_dir).expanduser() if self.paths.cache_dir else paths.cache_dir()
+
+    @property
+    def gpu_classes(self) -> list[str]:
+        """The GPU classes jobs are queued for (fleet mode)."""
+        return list(self.fleet.gpu_classes) or [self.ledger.gpu_class or "unspecified"]
 
     @property
     def ledger_url(self) -> str:

@@ -46,11 +46,11 @@ from evalbot.github.heads import PullHead
 from evalbot.github.publisher import Publisher
 from evalbot.github.sticky import Outcome
 from evalbot.pipeline import Cancelled, Evaluator, Job, Verdict, verdict_from_json, verdict_to_json
+from evalbot.queue.store import Entry, JobQueue, State
 from evalbot.quote import block
 from evalbot.recorder import Recorder
 from ledger.dberrors import LedgerBusy
 from ledger.errors import LedgerError
-from ledger.queue import Entry, JobQueue, State
 
 log = logging.getLogger("evalbot.watch")
 
@@ -206,8 +206,7 @@ class Watcher:
 
     def run(self, once: bool = False) -> bool:
         """Poll until stopped (or once); returns whether the last pass had no errors."""
-        for entry in self._persist("re-queueing what the previous run left running", self.queue.recover) or []:
-            log.warning("re-queued %s: the previous run stopped while evaluating it", entry.sha[:12])
+        self._recover()
         failures = 0
         while True:
             report = self.poll_once()
@@ -228,6 +227,10 @@ class Watcher:
                 wait = max(wait, report.retry_after_s)
             if self.stop.wait(wait):
                 return report.ok
+
+    def _recover(self) -> None:
+        for entry in self._persist("re-queueing what the previous run left running", self.queue.recover) or []:
+            log.warning("re-queued %s: the previous run stopped while evaluating it", entry.sha[:12])
 
     def poll_once(self) -> PollReport:
         """Discover, then work through the queue; discover again only after something was evaluated

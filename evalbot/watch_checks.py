@@ -1,4 +1,5 @@
-"""What ``evalbot watch`` needs before its first poll: refused at start-up, not failed per PR.
+"""What ``evalbot watch`` and ``evalbot worker`` need before the first evaluation: refused at
+start-up, not failed per PR.
 
 Without these a validator box that cannot evaluate (no GPU, no compiler, no basket model, no build
 image) would fail every PR's evaluation in turn. Each problem is named, with what to do about it.
@@ -63,3 +64,18 @@ def startup_problems(cfg: Config) -> list[str]:
     """Every missing piece the default evaluator needs (empty: ready): GPU, build toolchain, basket."""
     problems = [p for p in (_gpu(), _toolchain(cfg)) if p]
     return problems + _basket(cfg)
+
+
+def check_startup(cfg: Config, evaluator: object) -> None:
+    """Refuse to start (exit 2) on a box that cannot evaluate, rather than fail every PR in turn.
+
+    An evaluator that brings its own ``startup_problems()`` (a list of what is missing) replaces
+    the default checks, which are those of evalbot's own evaluator (GPU, build toolchain, basket).
+    """
+    refusal = unsandboxed_refusal(cfg)
+    if refusal:
+        raise EvalbotError(refusal)
+    own = getattr(evaluator, "startup_problems", None)
+    problems = own() if callable(own) else startup_problems(cfg)
+    if problems:
+        raise EvalbotError("cannot start: " + "; ".join(problems))

@@ -143,3 +143,16 @@ def test_an_unbuilt_production_basket_names_the_command(tmp_path) -> None:
     cfg = load_config(None, environ={"EVALBOT_PATHS__DATA_DIR": str(tmp_path)})
     with pytest.raises(EvalbotError, match="evalbot models build --set production"):
         basket_models(cfg)
+
+
+def test_fleet_section_defaults_to_the_embedded_mode_and_reads_file_and_env(tmp_path) -> None:
+    cfg = load_config(None, environ={})
+    assert cfg.fleet.url == "" and cfg.gpu_classes == ["unspecified"]
+    path = write(tmp_path, '[ledger]\ngpu_class = "H100-SXM"\n[fleet]\nurl = "postgresql://db/fleet"\n'
+                           'stalled_after_s = 90\n')
+    cfg = load_config(path, environ={"EVALBOT_FLEET__GPU_CLASSES": "H100-SXM,H200"})
+    assert cfg.fleet.url == "postgresql://db/fleet" and cfg.fleet.stalled_after_s == 90.0
+    assert cfg.gpu_classes == ["H100-SXM", "H200"]
+    assert load_config(write(tmp_path, '[ledger]\ngpu_class = "A"\n'), environ={}).gpu_classes == ["A"]
+    with pytest.raises(ConfigError, match=r"\[fleet\] heartbeat_s: must be more than 0"):
+        load_config(write(tmp_path, "[fleet]\nheartbeat_s = 0\n"), environ={})

@@ -15,7 +15,7 @@ from evalbot.faults import Fault, classify
 from evalbot.fetch import CommitRejected, FetchError, Mirror, TreeSize
 from evalbot.github.standin import git as sgit
 from evalbot.pipeline import Job
-from ledger.queue import State
+from evalbot.queue.store import State
 
 IDENT = {"GIT_AUTHOR_NAME": "c", "GIT_AUTHOR_EMAIL": "c@example.org",
          "GIT_COMMITTER_NAME": "c", "GIT_COMMITTER_EMAIL": "c@example.org"}

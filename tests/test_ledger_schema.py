@@ -121,11 +121,13 @@ def test_migration_from_the_previous_revision_keeps_every_row(url: str, tmp_path
 def test_models_match_the_migrations(url: str) -> None:
     """The typed models and the migration scripts describe the same tables, columns and indexes.
 
-    Every module of the ledger package is imported first, so tables other components declare on
-    the ledger's Base (the poller's queue) are held to the same rule.
+    Every module of the ledger package is imported first, and the components that declare tables
+    on the ledger's Base (the embedded queue, ``evalbot.queue.store``), so they are held to the
+    same rule.
     """
     for module in pkgutil.walk_packages(ledger.__path__, "ledger."):
         importlib.import_module(module.name)
+    importlib.import_module("evalbot.queue.store")
     engine = make_engine(url)
     schema.upgrade(engine, url)
     with engine.connect() as conn:

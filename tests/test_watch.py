@@ -11,7 +11,7 @@ from watch_support import BOT, settle, world
 
 from evalbot.github.sticky import MARKER
 from evalbot.pipeline import Verdict
-from ledger.queue import State
+from evalbot.queue.store import State
 
 
 def dones(evaldir):

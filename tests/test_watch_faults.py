@@ -18,9 +18,9 @@ from evalbot.errors import EvalbotError
 from evalbot.faults import ContributorFault, Fault, TransientFault, classify
 from evalbot.fetch import CommitRejected, FetchError
 from evalbot.manifest import ManifestError
+from evalbot.queue.store import JobQueue, State
 from ledger.dberrors import LedgerBusy
 from ledger.engine import make_engine
-from ledger.queue import JobQueue, State
 
 
 def starts(w: World, sha: str) -> int:

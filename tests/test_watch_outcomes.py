@@ -12,8 +12,8 @@ from fake_evaluator import evaluations
 from watch_support import BOT, TOKEN, World, settle, world
 
 from evalbot.config import Config, GithubConfig, LedgerConfig, PathsConfig
+from evalbot.queue.store import State
 from evalbot.watch import ERROR_MAX_CHARS, clean_error, secrets_of
-from ledger.queue import State
 
 BASKET = "qwen3moe-tiny+gemma4-tiny"
 

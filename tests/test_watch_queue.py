@@ -14,10 +14,10 @@ from evalbot.config import BasketConfig, Config, LedgerConfig, PathsConfig
 from evalbot.errors import EvalbotError
 from evalbot.ledger_recorder import LedgerRecorder, basket_id, open_recorder
 from evalbot.pipeline import Job, ModelResult, Verdict, load_evaluator, verdict_from_json, verdict_to_json
+from evalbot.queue.store import JobQueue, QueueRow, State
 from evalbot.watch_lock import AdvisoryLock, FileLock, instance_lock, lock_path
 from ledger import Ledger
 from ledger.keys import generate
-from ledger.queue import JobQueue, QueueRow, State
 
 SHA = "a" * 40
 JOB = {"repo": "acme/kernels", "sha": SHA, "clone_url": "file:///x", "fetch_ref": "refs/pull/1/head",

@@ -18,7 +18,7 @@ from fake_evaluator import evaluations
 from watch_support import BOT, TOKEN, Bot, world
 
 from evalbot.github.sticky import MARKER
-from ledger.queue import JobQueue, State
+from evalbot.queue.store import JobQueue, State
 
 pytestmark = pytest.mark.slow
 

@@ -19,10 +19,10 @@ from evalbot.github.client import GithubClient
 from evalbot.github.publisher import Publisher
 from evalbot.github.standin import GithubStandin, Repo
 from evalbot.ledger_recorder import open_recorder
+from evalbot.queue.store import JobQueue
 from evalbot.watch import PollReport, Watcher, WatchSettings, secrets_of
 from ledger import Ledger
 from ledger.keys import generate
-from ledger.queue import JobQueue
 
 TOKEN = "ghp_standinSECRETtoken0123456789abcdef"
 BOT = "evalbot-validator"

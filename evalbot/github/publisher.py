@@ -47,7 +47,9 @@ class Publisher:
             self.labels(number, current.label)
         self.status(current, url)
 
-    def status(self, outcome: Outcome, target_url: str | None = None) -> None:
+    def status(self, outcome: Outcome, target_url: str | None = None, *, unless_set: bool = False) -> None:
+        """Set the commit status; ``unless_set``: not when the commit's newest status of our context
+        says the same already (a publisher killed between setting it and noting that it did)."""
         if outcome.label is None:
             state = "error"
         else:
@@ -55,6 +57,12 @@ class Publisher:
         text = plain(f"{outcome.label or 'error'}: {outcome.summary}", _STATUS_DESCRIPTION_MAX)
         with self.client.call(f"setting the commit status of {outcome.sha[:12]}"):
             commit = self.client.repo.get_commit(outcome.sha)
+            if unless_set:
+                for existing in commit.get_statuses():
+                    if existing.context == self.context:
+                        if existing.state == state and existing.description == text:
+                            return
+                        break
             if target_url:
                 commit.create_status(state, target_url=target_url, description=text, context=self.context)
             else:
@@ -62,6 +70,22 @@ class Publisher:
 
     def sticky_comment(self, number: int, body: str) -> str:
         """Create or update our one comment on PR ``number``; returns its URL."""
+        return self._sticky(number, body)[1]
+
+    def set_sticky(self, number: int, body: str, known_id: int | None = None) -> int:
+        """Like :meth:`sticky_comment`, by the comment's id when the caller knows it (one request, no
+        listing); returns the id. A comment deleted meanwhile is looked for, or created, again."""
+        if known_id is not None:
+            with self.client.call(f"updating the evalbot comment on PR #{number}"):
+                try:
+                    self.client.repo.get_issue(number).get_comment(known_id).edit(body)
+                    return known_id
+                except GithubException as exc:
+                    if exc.status != 404:
+                        raise
+        return self._sticky(number, body)[0]
+
+    def _sticky(self, number: int, body: str) -> tuple[int, str]:
         me = self.client.login()
         with self.client.call(f"updating the evalbot comment on PR #{number}"):
             issue = self.client.repo.get_issue(number)
@@ -72,8 +96,9 @@ class Publisher:
                 if (comment.body or "").startswith(MARKER) and author == me:
                     if comment.body != body:
                         comment.edit(body)
-                    return comment.html_url
-            return issue.create_comment(body).html_url
+                    return comment.id, comment.html_url
+            created = issue.create_comment(body)
+            return created.id, created.html_url
 
     def labels(self, number: int, label: str | None) -> None:
         """Make ``eval:<label>`` the PR's only ``eval:*`` label (none at all for ``label=None``)."""

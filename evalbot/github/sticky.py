@@ -43,7 +43,20 @@ def render(current: Outcome, earlier: list[Outcome]) -> str:
         # text after the cut (the history) rendered as something else: show none of it instead.
         body = (f"The verdict ({len(body)} characters) is too long for a comment and is not shown; "
                 "the full verdict is in the ledger.")
-    parts = [MARKER, head, "", body.strip()]
+    return "\n".join([MARKER, head, "", body.strip(), *_history(earlier)]) + "\n"
+
+
+def render_pending(sha: str, lines: list[str], earlier: list[Outcome]) -> str:
+    """The comment body of a head still being evaluated: one line per GPU class (its queue
+    position, or the worker running it), then the history as in :func:`render`.
+
+    ``lines`` are evalbot's own text (states, positions, worker names): no contributor text."""
+    parts = [MARKER, f"### evalbot: evaluating {inline(sha[:12])}", "", *(f"- {line}" for line in lines)]
+    return "\n".join([*parts, *_history(earlier)]) + "\n"
+
+
+def _history(earlier: list[Outcome]) -> list[str]:
+    parts: list[str] = []
     if earlier:
         shown = earlier[:_MAX_HISTORY]
         rows = [
@@ -62,4 +75,4 @@ def render(current: Outcome, earlier: list[Outcome]) -> str:
             "",
             "</details>",
         ]
-    return "\n".join(parts) + "\n"
+    return parts

@@ -298,6 +298,9 @@ class GithubStandin:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out as separate writes: with Nagle's algorithm and the client's
+            # delayed ACK every keep-alive request would wait ~40 ms for nothing.
+            disable_nagle_algorithm = True
 
             def log_message(self, format: str, *args: Any) -> None:  # quiet test output
                 pass
@@ -442,6 +445,8 @@ class GithubStandin:
             ("GET", r"/labels/(.+)", self._get_label),
             ("POST", r"/labels", self._create_label),
             ("POST", r"/statuses/([0-9a-f]{40})", self._create_status),
+            ("GET", r"/commits/([0-9a-f]{40})/statuses", self._list_statuses),
+            ("GET", r"/statuses/([0-9a-f]{40})", self._list_statuses),  # the older spelling PyGithub uses
         ]
 
     def _paginate(self, items: list[Any], query: dict[str, str], path: str) -> _Reply:
@@ -565,3 +570,8 @@ class GithubStandin:
                         body.get("target_url", ""), body.get("context", "default"), user, time.time())
         self.statuses.setdefault(sha, []).append(status)
         return _Reply(201, self.bodies.status(repo, status))
+
+    def _list_statuses(self, repo: Repo, query: dict[str, str], body: Any, user: User, sha: str) -> _Reply:
+        """Newest first, as GitHub lists them; each with its context."""
+        listed = [{**self.bodies.status(repo, s), "context": s.context} for s in reversed(self.statuses.get(sha, []))]
+        return self._paginate(listed, query, f"/repos/{repo.full_name}/statuses/{sha}")
