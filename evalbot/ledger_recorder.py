@@ -126,12 +126,14 @@ class LedgerRecorder:
             self._record(job, verdict, started_at, finished_at)
 
     def _record(self, job: Job, verdict: Verdict, started_at: datetime, finished_at: datetime) -> None:
-        # Idempotent: a row for this commit under this policy and GPU class means a previous call
-        # (or another target of the same commit) already appended it.
+        # Idempotent: a row for this commit against this frontier, under this policy and GPU class,
+        # means a previous call (or another target of the same commit) already appended it. A
+        # re-evaluation against a newer frontier is a row of its own: the ledger keeps every verdict.
         existing = [
             e for e in self.ledger.find(job.sha)
             if e.commit_sha == job.sha and e.repo == job.repo and e.gpu_class == self.gpu_class
             and e.policy_hash == verdict.policy_hash and e.status == STATUS_COMPLETE
+            and e.frontier_commit == job.baseline_sha
         ]
         if existing:
             seq = existing[0].seq

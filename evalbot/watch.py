@@ -44,7 +44,7 @@ from evalbot.faults import Fault, classify
 from evalbot.github.client import GithubClient, GithubUnavailable
 from evalbot.github.heads import PullHead
 from evalbot.github.publisher import Publisher
-from evalbot.github.sticky import Outcome
+from evalbot.github.sticky import Outcome, render_pending
 from evalbot.pipeline import Cancelled, Evaluator, Job, Verdict, verdict_from_json, verdict_to_json
 from evalbot.queue.store import Entry, JobQueue, State
 from evalbot.quote import block
@@ -151,7 +151,20 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _job_from(entry: Entry, baseline_sha: str | None) -> Job:
-    return Job(**entry.job, baseline_sha=baseline_sha)
+    return Job(**{k: v for k, v in entry.job.items() if k != "previous"}, baseline_sha=baseline_sha)
+
+
+def _superseded(entry: Entry) -> list[Outcome]:
+    """The head's own earlier verdicts (against an older frontier or policy), newest first."""
+    out = []
+    for old in entry.job.get("previous", []):
+        verdict = verdict_from_json(old["verdict"])
+        when = datetime.fromisoformat(old["finished_at"]).astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") \
+            if old.get("finished_at") else ""
+        front = old["verdict"].get("baseline_sha") or "none"
+        out.append(Outcome(entry.sha, verdict.label, f"against frontier {front[:12]}: {verdict.summary()}",
+                           verdict.markdown, when))
+    return out
 
 
 def reject_for_input(job: Job, reason: str) -> Verdict:
@@ -357,17 +370,20 @@ class Watcher:
     def _discover(self, report: PollReport) -> None:
         pulls = {p.number: p for p in self.client.open_pulls(self.s.base_branch)}
         current: dict[int, PullHead] = {}
+        entries: dict[int, Entry] = {}
         for pull in pulls.values():
             if self._eligible(pull) is None:
                 current[pull.number] = pull
                 entry, created = self.queue.enqueue(
                     self.s.repo, f"pr/{pull.number}", pull.head_sha, self._job_fields(pull)
                 )
+                entries[pull.number] = entry
                 if created:
                     report.queued += 1
                     log.info("queued PR #%d @ %s by %s", pull.number, pull.head_sha[:12], pull.author)
                 else:
                     self._retry_failed(entry, report)
+        self._requeue_stale(entries, report)
         heads = {f"pr/{number}": pull.head_sha for number, pull in current.items()}
         for entry in self.queue.republish_stale(self.s.repo, heads):
             log.info("%s is back at %s: publishing its stored result again (not evaluating it again)",
@@ -397,6 +413,49 @@ class Watcher:
             log.info("queued %s @ %s by %s", branch.name, branch.sha[:12], branch.author)
         else:
             self._retry_failed(entry, report)
+
+    def _requeue_stale(self, entries: dict[int, Entry], report: PollReport) -> None:
+        """Open heads whose verdict was measured against an older frontier, or under another policy,
+        are queued again: a label is paid against the live frontier, so two PRs that speed up the
+        same kernel cannot both keep the win once one of them is merged. A REJECT stays: correctness
+        does not depend on the frontier, and a faster frontier only widens a regression."""
+        try:
+            live = self.recorder.frontier(self.s.repo, self.s.base_branch)
+        except EvalbotError as exc:
+            self._error(report, exc)
+            return
+        policy = getattr(getattr(self.evaluator, "policy", None), "sha256", None)
+        for number, entry in entries.items():
+            verdict = entry.verdict
+            if entry.state != State.DONE or verdict is None or verdict.get("label") in (None, "REJECT"):
+                continue
+            measured = verdict.get("baseline_sha")
+            if live is not None and measured != live:
+                why = f"the frontier moved from {(measured or 'none')[:12]} to {live[:12]}"
+            elif policy is not None and verdict.get("policy_hash") not in (None, policy):
+                why = f"the policy changed to {policy[:12]}"
+            else:
+                continue
+            requeued = self.queue.requeue_stale(entry.id, why)
+            if requeued is None:
+                continue
+            report.queued += 1
+            log.info("re-queued PR #%d @ %s: %s (its %s no longer holds)", number, entry.sha[:12], why,
+                     verdict.get("label"))
+            self._show_pending(number, requeued, why, report)
+
+    def _show_pending(self, number: int, entry: Entry, why: str, report: PollReport) -> None:
+        """The PR says its verdict is being re-measured, and carries no label until it is."""
+        if self.publisher is None:
+            return
+        lines = [f"re-evaluation queued: {why}; the last verdict no longer holds (it is listed below)"]
+        earlier = _superseded(entry) + [_outcome(e) for e in self.queue.history(entry.repo, entry.target)
+                                        if e.id != entry.id]
+        try:
+            self.publisher.sticky_comment(number, render_pending(entry.sha, lines, earlier))
+            self.publisher.labels(number, None)
+        except EvalbotError as exc:  # the verdict's own publish converges later
+            self._error(report, f"showing the re-evaluation of PR #{number}: {exc}")
 
     def _drop(self, entry: Entry, reason: str, report: PollReport) -> None:
         self.queue.drop(entry.id, reason)
@@ -557,8 +616,8 @@ class Watcher:
             log.info("published status %s @ %s (PR #%d has moved on)", outcome.label or "error",
                      entry.sha[:12], number)
             return False
-        earlier = [_outcome(e) for e in self.queue.history(entry.repo, entry.target)
-                   if e.id != entry.id]
+        earlier = _superseded(entry) + [_outcome(e) for e in self.queue.history(entry.repo, entry.target)
+                                        if e.id != entry.id]
         self.publisher.publish_pull(number, outcome, earlier, set_label=True)
         log.info("published %s on PR #%d @ %s", outcome.label or "error", number, entry.sha[:12])
         return True

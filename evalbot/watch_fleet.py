@@ -51,6 +51,7 @@ from evalbot.queue.fleet import (
     JobKey,
     JobRow,
     JobState,
+    stays,
 )
 from evalbot.recorder import Recorder
 from evalbot.watch import _MAX_FAILURE_BACKOFF_S, PollReport, Watcher, WatchSettings
@@ -246,6 +247,9 @@ class FleetWatcher(Watcher):
             elif (job is not None and job.state == JobState.QUEUED
                   and job.frontier != self._baseline(want, frontiers.get(head.gpu_class))):
                 reason = "the frontier moved: queued again against the new one"
+            elif (job is not None and job.state == JobState.DONE and head.target.startswith("pr/")
+                  and not stays(job) and job.frontier != self._baseline(want, frontiers.get(head.gpu_class))):
+                reason = "the frontier moved: measured again against the new one"
             if reason is None:
                 kept.add((head.target, head.sha, head.gpu_class))
                 continue
@@ -262,7 +266,8 @@ class FleetWatcher(Watcher):
                 if (target, want.sha, cls) in kept:
                     continue
                 baseline = self._baseline(want, frontiers.get(cls))
-                reuse = self.store.reusable(repo, want.sha, cls, self.f.policy, self.f.basket, baseline)
+                reuse = self.store.reusable(repo, want.sha, cls, self.f.policy, self.f.basket, baseline,
+                                            any_frontier=not target.startswith("pr/"))
                 key = JobKey(repo, want.sha, reuse.frontier if reuse else baseline, self.f.policy, self.f.basket, cls)
                 job, fresh = self.store.submit(key, target, want.fields, want.priority)
                 if fresh:

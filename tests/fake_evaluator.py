@@ -11,6 +11,8 @@ and reads the verdict from an ``EVAL`` file in that commit::
     error=text      # optional, with crash: the exception's message (tests put secrets in it)
     crash_until=g   # optional: raise until <dir>/gates/g exists (the validator fixes its setup)
     fault=kind      # optional, with crash: raise the kind of error the real evaluator would (FAULTS)
+    over=f:L:why    # optional: label L with reason `why` instead when the frontier's tree has file f
+                    # (what a PR adds over a merged one that made the same kernel faster)
 
 Every start and finish is appended to ``<dir>/evaluations.log`` (``start <sha> <pid>`` /
 ``done <sha> <label>``), which is how tests count evaluations, including across processes.
@@ -94,6 +96,12 @@ class FakeEvaluator:
                     raise Cancelled(job.sha)
         label = spec.get("label", "none")
         reason = spec.get("reason", f"scripted {label}")
+        if (over := spec.get("over")) and job.baseline_sha:
+            path, over_label, over_reason = over.split(":", 2)
+            mirror = Mirror(self.workdir / "cache", job.clone_url)
+            mirror.fetch_commit(job.baseline_sha, refs=(f"refs/heads/{job.base_ref}",))
+            if path in _git(mirror.path, "ls-tree", "--name-only", job.baseline_sha).split():
+                label, reason = over_label, over_reason
         speedup = float(spec.get("speedup", "1.0"))
         self._note(f"done {job.sha} {label}")
         return Verdict(

@@ -26,6 +26,7 @@ from ledger.keys import generate
 
 TOKEN = "ghp_standinSECRETtoken0123456789abcdef"
 BOT = "evalbot-validator"
+BASKET_TINY = "qwen3moe-tiny+gemma4-tiny"  # the ledger's name of the tiny basket the world config sets
 REPLAY = Path(__file__).resolve().parents[2] / "shared" / "github-replay"
 TESTS = Path(__file__).resolve().parent
 

@@ -207,6 +207,15 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def stays(job: FleetJob | JobRow) -> bool:
+    """A verdict no frontier move changes: a failure, or a REJECT (correctness does not depend on
+    the frontier, and a faster frontier only widens a regression)."""
+    if job.state == JobState.FAILED or not job.verdict:
+        return True
+    verdict = json.loads(job.verdict) if isinstance(job.verdict, str) else job.verdict
+    return verdict.get("label") in (None, "REJECT")
+
+
 def _job_row(r: FleetJob) -> JobRow:
     return JobRow(
         key=r.key, repo=r.repo, sha=r.sha, frontier=r.frontier, gpu_class=r.gpu_class, job=json.loads(r.job),
@@ -338,16 +347,18 @@ class FleetStore:
             return [_head_row(r) for r in rows]
 
     def reusable(self, repo: str, sha: str, gpu_class: str, policy: str, basket: str,
-                 frontier: str | None) -> JobRow | None:
+                 frontier: str | None, any_frontier: bool = True) -> JobRow | None:
         """A job whose verdict this commit can have without evaluating again: a done (or failed) one
-        whatever its frontier, else a queued or running one against ``frontier``."""
+        (against ``frontier`` unless ``any_frontier``, or a REJECT, which no frontier changes), else a
+        queued or running one against ``frontier``. PR heads pass ``any_frontier=False``: their
+        labels are paid against the live frontier; a base commit's verdict is history."""
         with self._session() as s:
             rows = s.scalars(select(FleetJob).where(
                 FleetJob.repo == repo, FleetJob.sha == sha, FleetJob.gpu_class == gpu_class,
                 FleetJob.policy == policy, FleetJob.basket == basket).order_by(FleetJob.created_at)).all()
             for state in (JobState.DONE, JobState.FAILED):
-                for r in rows:
-                    if r.state == state:
+                for r in reversed(rows):  # the newest first
+                    if r.state == state and (any_frontier or r.frontier == frontier or stays(r)):
                         return _job_row(r)
             for r in rows:
                 if r.state in (JobState.QUEUED, JobState.RUNNING) and r.frontier == frontier:

@@ -40,6 +40,8 @@ from ledger.dberrors import translated
 from ledger.engine import describe_url, immediate
 from ledger.models import Base, UTCDateTime
 
+MAX_PREVIOUS = 10  # superseded verdicts of one head kept for its comment
+
 
 class State(StrEnum):
     QUEUED = "queued"
@@ -287,6 +289,25 @@ class JobQueue:
             if row.state != State.FAILED:
                 raise ValueError(f"queue entry {entry_id} is {row.state}, not failed")
             row.state, row.attempts = State.QUEUED, 0
+            row.started_at = row.finished_at = row.recorded_at = row.published_at = row.shown_at = None
+            row.publish_attempts, row.publish_error = 0, None
+            return _entry(row)
+
+    def requeue_stale(self, entry_id: int, why: str) -> Entry | None:
+        """A done head whose verdict no longer holds (the frontier moved, the policy changed): queued
+        again with fresh attempts, the old verdict kept in the job's ``previous`` (newest first, at
+        most :data:`MAX_PREVIOUS`) for the comment's history; the ledger keeps it anyway. None when
+        the row is no longer done (a compare-and-set, like :meth:`start`)."""
+        with self._session() as s:
+            row = self._row(s, entry_id)
+            if row.state != State.DONE or row.verdict is None:
+                return None
+            job = json.loads(row.job)
+            old = {"verdict": json.loads(row.verdict), "why": why,
+                   "finished_at": row.finished_at.isoformat() if row.finished_at else None}
+            job["previous"] = [old, *job.get("previous", [])][:MAX_PREVIOUS]
+            row.job = json.dumps(job)
+            row.state, row.attempts, row.verdict, row.last_error = State.QUEUED, 0, None, None
             row.started_at = row.finished_at = row.recorded_at = row.published_at = row.shown_at = None
             row.publish_attempts, row.publish_error = 0, None
             return _entry(row)
