@@ -177,14 +177,30 @@ class FrontierAdvance(Base):
     entry: Mapped[Entry] = relationship(lazy="raise")
 
 
+class TreeNode(Base):
+    """A node of the RFC 9162 Merkle tree over the entries (:mod:`ledger.tlog`), stored as it is completed.
+
+    ``level`` 0 holds the leaves (leaf ``idx`` is entry ``seq = idx + 1``; its hash is
+    ``SHA-256(0x00 || entry hash)``); node ``(level, idx)`` covers leaves ``[idx·2^level,
+    (idx+1)·2^level)``. Only perfect subtrees are stored, so a node never changes once written.
+    """
+
+    __tablename__ = "tlog_nodes"
+
+    level: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    idx: Mapped[int] = mapped_column(Seq, primary_key=True, autoincrement=False)
+    hash: Mapped[str] = mapped_column(String(64))  # hex
+
+
 APPEND_ONLY_TABLES: tuple[str, ...] = (
     "signing_keys",
     "entries",
     "evaluations",
     "measurements",
     "frontier_advances",
+    "tlog_nodes",
 )
-_APPEND_ONLY_CLASSES = (SigningKey, Entry, Evaluation, Measurement, FrontierAdvance)
+_APPEND_ONLY_CLASSES = (SigningKey, Entry, Evaluation, Measurement, FrontierAdvance, TreeNode)
 
 
 def _refuse_row_change(mapper: Mapper[Any], connection: Any, target: Any) -> None:
