@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,11 +18,12 @@ from sqlalchemy.exc import DBAPIError
 
 from evalbot.config import load_config
 from evalbot.errors import EvalbotError
-from ledger import Ledger, LedgerError, keys, schema
+from ledger import Ledger, LedgerError, keys, merkle, proofs, schema
+from ledger import checkpoint as notes
 from ledger.dberrors import driver_message
 from ledger.engine import describe_url, make_engine, sqlite_path
 from ledger.readonly_sql import run_select
-from ledger.verify import ProblemKind
+from ledger.verify import Problem, ProblemKind, VerifyReport
 from ledger.views import advance_dict, evaluation_dict
 
 app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
@@ -104,11 +106,17 @@ def verify(
         typer.Option("--pubkey", help="Trust only this public key (PEM or hex); repeatable."),
     ] = None,
     as_json: JsonOpt = False,
+    checkpoint_file: Annotated[
+        Path | None,
+        typer.Option("--checkpoint", help="Also check the ledger extends this older signed checkpoint."),
+    ] = None,
 ) -> None:
     """Re-derive every hash and check every signature; exit 1 at the first broken link or corrupted row."""
     trusted = [keys.load_public_key(p) for p in pubkey] if pubkey else None
     with _open(config, url) as ledger:
         report = ledger.verify(trusted)
+        if checkpoint_file is not None and report.ok:
+            report = _against_checkpoint(ledger, checkpoint_file, report, trusted)
     if as_json:
         problem = report.problem
         _print_json(
@@ -316,3 +324,125 @@ def site(
     with _open(config, url) as ledger:
         index = build_site(ledger, out, latest=latest)
     console.print(f"site written to {index}", markup=False)
+
+
+# -- the transparency log (docs/ledger.md, "The ledger as a transparency log") ----------------------
+
+KeyOpt = Annotated[
+    Path | None, typer.Option("--key", help="Signing key (default: [ledger] signing_key).")
+]
+OriginOpt = Annotated[
+    str | None, typer.Option("--origin", help="The log's name in checkpoints (default: evalbot.ledger/<key id>).")
+]
+OutOpt = Annotated[Path | None, typer.Option("--out", help="Write to this file instead of printing.")]
+
+
+def _signer(config: Path | None, key: Path | None) -> keys.Signer:
+    if key is None:
+        cfg = load_config(config)
+        key = Path(cfg.ledger.signing_key).expanduser() if cfg.ledger.signing_key else None
+        key = key or cfg.data_dir / "ledger-signing.key"
+    return keys.Signer.load(key)
+
+
+def _write(text: str, out: Path | None, what: str) -> None:
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    out.write_text(text, encoding="utf-8")
+    console.print(f"{what} written to {out}", markup=False)
+
+
+def _against_checkpoint(
+    ledger: Ledger, path: Path, report: VerifyReport, trusted: list[str] | None
+) -> VerifyReport:
+    """``report``, with a problem if the ledger does not extend the checkpoint in ``path``."""
+    try:
+        signed = notes.parse(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise LedgerError(f"{path}: cannot read checkpoint: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise LedgerError(f"{path}: not a checkpoint (not UTF-8 text)") from None
+    except notes.CheckpointError as exc:
+        raise LedgerError(f"{path}: {exc}") from None
+    message = proofs.check_checkpoint(ledger, signed, report, trusted)
+    if message is None:
+        return report
+    return replace(report, problem=Problem(min(report.entries, signed.checkpoint.size) + 1, message))
+
+
+@app.command("checkpoint")
+def checkpoint_command(
+    config: ConfigOpt = None, url: UrlOpt = None, key: KeyOpt = None, origin: OriginOpt = None, out: OutOpt = None
+) -> None:
+    """Print the signed checkpoint (C2SP tlog-checkpoint: origin, size, Merkle root) of the whole ledger."""
+    signer = _signer(config, key)
+    with _open(config, url) as ledger:
+        signed = ledger.checkpoint(signer, origin or proofs.default_origin(signer.key_id))
+    _write(signed.text(), out, f"checkpoint of {signed.checkpoint.size} entries")
+
+
+def _entry_seq(ledger: Ledger, entry: str) -> int:
+    """ENTRY as a chain position (digits, up to 9 of them) or a commit (its newest evaluation)."""
+    text = entry.strip()
+    if text.isdigit() and len(text) <= 9:
+        return int(text)
+    found = ledger.find(text)
+    if not found:
+        raise LedgerError(f"{ledger.where}: no evaluation of commit {entry}")
+    return found[-1].seq
+
+
+@app.command()
+def prove(
+    entry: Annotated[str, typer.Argument(help="Entry number (seq), or a commit: its newest evaluation.")],
+    config: ConfigOpt = None,
+    url: UrlOpt = None,
+    key: KeyOpt = None,
+    origin: OriginOpt = None,
+    out: OutOpt = None,
+) -> None:
+    """An entry's inclusion proof and the signed checkpoint it leads to, as one JSON file."""
+    signer = _signer(config, key)
+    with _open(config, url) as ledger:
+        seq = _entry_seq(ledger, entry)
+        doc = proofs.prove(ledger, seq, signer, origin or proofs.default_origin(signer.key_id))
+    _write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", out, f"inclusion proof of entry {seq}")
+
+
+@app.command("verify-proof")
+def verify_proof_command(
+    file: Annotated[Path, typer.Argument(help="An inclusion proof file from `evalbot ledger prove`.")],
+    pubkey: Annotated[
+        Path | None, typer.Option("--pubkey", help="The validator's public key (PEM or hex): who must have signed.")
+    ] = None,
+) -> None:
+    """Check an inclusion proof offline (no database): record → entry → Merkle root → signed checkpoint."""
+    trusted = keys.load_public_key(pubkey) if pubkey else None
+    try:
+        doc = json.loads(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise LedgerError(f"{file}: cannot read proof: {exc.strerror}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise LedgerError(f"{file}: not a proof file (not JSON)") from None
+    try:
+        result = proofs.verify_proof(doc, trusted)
+    except proofs.ProofFileError as exc:
+        raise LedgerError(f"{file}: {exc}") from None
+    except (merkle.ProofError, notes.CheckpointError) as exc:
+        console.print(f"[bold red]invalid proof[/]: {escape(str(exc))}", highlight=False)
+        sys.exit(1)
+    cp = result.checkpoint
+    what = result.content.get("commit_sha", "")
+    label = result.content.get("label") or result.content.get("status") or ""
+    subject = f"entry {result.seq} ({result.kind}" + (f", commit {what[:12]}, {label}" if what else "") + ")"
+    console.print(
+        f"[green]ok[/]: {escape(subject)} is in {escape(cp.origin)} at size {cp.size}, "
+        f"root {cp.root.hex()}, signed by key {result.key_id}",
+        highlight=False,
+    )
+    if not result.trusted_key:
+        console.print(
+            "note: checked against the public key the file names; pass --pubkey to check who signed it",
+            markup=False,
+        )
