@@ -402,6 +402,9 @@ class Ledger:
         if not 1 <= seq <= size:
             raise LedgerInputError(f"entry {seq} is not in a tree of {size} entries")
         with self._reading(), snapshot(self.engine) as conn:
+            head = conn.execute(select(ChainHead.seq).where(ChainHead.id == 1)).scalar_one()
+            if size > head:
+                raise LedgerInputError(f"tree size {size}: the ledger has {head} entries")
             entry_hash = conn.execute(select(Entry.entry_hash).where(Entry.seq == seq)).scalar_one_or_none()
             if entry_hash is None:
                 raise LedgerInputError(f"{self.where}: no entry {seq}")
@@ -410,6 +413,11 @@ class Ledger:
     def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
         """The RFC 9162 proof that the tree of ``new_size`` entries extends the tree of ``old_size``."""
         with self._reading(), snapshot(self.engine) as conn:
+            head = conn.execute(select(ChainHead.seq).where(ChainHead.id == 1)).scalar_one()
+            if not 0 <= old_size <= new_size <= head:
+                raise LedgerInputError(
+                    f"no consistency proof from {old_size} to {new_size} entries: the ledger has {head}"
+                )
             return tlog.consistency_proof(conn, old_size, new_size)
 
     def verify(self, pubkeys: Sequence[str] | None = None) -> VerifyReport:
