@@ -446,3 +446,150 @@ def verify_proof_command(
             "note: checked against the public key the file names; pass --pubkey to check who signed it",
             markup=False,
         )
+
+
+_MAX_CHECKPOINT_BYTES = 1 << 16
+
+
+def _read_source(source: str) -> str:
+    """A checkpoint from a file, or from an http(s) URL (another validator's site)."""
+    if source.startswith(("http://", "https://")):
+        import urllib.request  # only the witness fetches anything
+
+        try:
+            with urllib.request.urlopen(source, timeout=30) as response:
+                data = response.read(_MAX_CHECKPOINT_BYTES + 1)
+        except OSError as exc:
+            raise LedgerError(f"{source}: cannot fetch checkpoint: {exc}") from None
+        if len(data) > _MAX_CHECKPOINT_BYTES:
+            raise LedgerError(f"{source}: larger than {_MAX_CHECKPOINT_BYTES} bytes, not a checkpoint")
+    else:
+        try:
+            data = Path(source).read_bytes()[: _MAX_CHECKPOINT_BYTES + 1]
+        except OSError as exc:
+            raise LedgerError(f"{source}: cannot read checkpoint: {exc.strerror}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise LedgerError(f"{source}: not a checkpoint (not UTF-8 text)") from None
+
+
+def _parse_checkpoint(text: str, where: str) -> notes.SignedCheckpoint:
+    try:
+        return notes.parse(text)
+    except notes.CheckpointError as exc:
+        raise LedgerError(f"{where}: {exc}") from None
+
+
+@app.command()
+def witness(
+    source: Annotated[str, typer.Argument(help="The other validator's checkpoint: a file or an http(s) URL.")],
+    log_key: Annotated[Path, typer.Option("--log-key", help="The other validator's public key (PEM or hex).")],
+    other: Annotated[
+        str | None,
+        typer.Option("--ledger", help="A copy of the other validator's ledger (file or URL), to prove consistency."),
+    ] = None,
+    name: Annotated[str | None, typer.Option("--name", help="This witness's key name (default: our origin).")] = None,
+    config: ConfigOpt = None,
+    url: UrlOpt = None,
+    key: KeyOpt = None,
+    out: OutOpt = None,
+) -> None:
+    """Check another validator's checkpoint extends the last one seen from it, cosign it, remember it."""
+    from ledger import witness as witnessing
+
+    signer = _signer(config, key)
+    signed = _parse_checkpoint(_read_source(source), source)
+    other_ledger = Ledger.open(_url(None, other)) if other else None
+    try:
+        with _open(config, url) as ledger:
+            result = witnessing.witness(
+                ledger, signed, keys.load_public_key(log_key), signer, name or proofs.default_origin(signer.key_id),
+                other_ledger,
+            )
+    except witnessing.WitnessError as exc:
+        console.print(f"[bold red]refused[/]: {escape(str(exc))}", highlight=False)
+        sys.exit(1)
+    finally:
+        if other_ledger is not None:
+            other_ledger.close()
+    cp = signed.checkpoint
+    since = "first checkpoint seen from it" if result.previous_size is None else f"extends size {result.previous_size}"
+    # Without --out the cosigned checkpoint goes to stdout, so the summary goes to stderr.
+    typer.echo(f"{cp.origin}: size {cp.size} {since}; cosigned", err=out is None)
+    _write(result.cosigned.text(), out, "cosigned checkpoint")
+
+
+@app.command()
+def cosignatures(
+    add: Annotated[
+        Path | None, typer.Option("--add", help="Keep the cosignatures on this checkpoint of ours (from a witness).")
+    ] = None,
+    config: ConfigOpt = None,
+    url: UrlOpt = None,
+    key: KeyOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The witnesses' cosignatures this ledger has received (with --add, store more first)."""
+    from ledger import witness as witnessing
+
+    with _open(config, url) as ledger:
+        if add is not None:
+            signer = _signer(config, key)
+            signed = _parse_checkpoint(_read_source(str(add)), str(add))
+            try:
+                stored = witnessing.receive(ledger, signed, signer.public_hex)
+            except (witnessing.WitnessError, notes.CheckpointError) as exc:
+                raise LedgerError(f"{add}: {exc}") from None
+            console.print(f"{len(stored)} new cosignature(s): {', '.join(stored) or '-'}", markup=False)
+        rows = witnessing.cosignatures(ledger)
+    if as_json:
+        _print_json([{"size": r.size, "witness": r.witness, "root": r.root, "line": r.line} for r in rows])
+        return
+    table = Table("size", "witness", "key id", "received (UTC)", title="cosignatures")
+    for r in rows:
+        table.add_row(str(r.size), Text(r.witness), r.witness_key_id, _when(r.received_at))
+    console.print(table if rows else "no cosignatures received yet", markup=False)
+
+
+@app.command()
+def compare(
+    a: Annotated[str, typer.Argument(help="Validator A's ledger (file or URL).")],
+    b: Annotated[str, typer.Argument(help="Validator B's ledger (file or URL).")],
+    as_json: JsonOpt = False,
+    show: Annotated[int, typer.Option(min=0, help="List at most this many disagreements.")] = 20,
+) -> None:
+    """Two validators side by side: label agreement and speedup differences on commits both evaluated."""
+    from ledger.compare import compare as compare_ledgers
+    from ledger.compare import latest_verdicts
+
+    with Ledger.open(_url(None, a)) as la, Ledger.open(_url(None, b)) as lb:
+        result = compare_ledgers(latest_verdicts(la), latest_verdicts(lb))
+    if as_json:
+        _print_json(
+            {
+                "both": result.both, "only_a": result.only_a, "only_b": result.only_b, "agree": result.agree,
+                "agreement": result.agreement,
+                "disagreements": [{"commit": c, "a": x, "b": y} for c, x, y in result.disagreements],
+                "models": [m.__dict__ for m in result.models],
+            }
+        )
+        return
+    share = "-" if result.agreement is None else f"{100 * result.agreement:.1f}%"
+    console.print(
+        f"{result.both} commits evaluated by both ({result.only_a} only by A, {result.only_b} only by B); "
+        f"labels agree on {result.agree} ({share})",
+        markup=False,
+    )
+    if result.models:
+        table = Table("model", "pairs", "mean Δ (A − B)", "mean |Δ|", "max |Δ|", title="speedup differences (pp)")
+        for m in result.models:
+            table.add_row(Text(m.model), str(m.pairs), f"{m.mean:+.2f}", f"{m.mean_abs:.2f}", f"{m.max_abs:.2f}")
+        console.print(table)
+    if result.disagreements:
+        table = Table("commit", "A", "B", title="label disagreements")
+        for commit, x, y in result.disagreements[:show]:
+            table.add_row(_short(commit), Text(x or "-"), Text(y or "-"))
+        console.print(table)
+        if len(result.disagreements) > show:
+            console.print(f"… and {len(result.disagreements) - show} more (raise --show, or use --json)", markup=False)

@@ -192,6 +192,35 @@ class TreeNode(Base):
     hash: Mapped[str] = mapped_column(String(64))  # hex
 
 
+class WitnessedCheckpoint(Base):
+    """A checkpoint of another validator's log that this validator checked and cosigned, as a witness.
+
+    One row per (origin, size): the newest row of an origin is what its next checkpoint must extend.
+    """
+
+    __tablename__ = "tlog_witnessed"
+
+    origin: Mapped[str] = mapped_column(String(200), primary_key=True)
+    size: Mapped[int] = mapped_column(Seq, primary_key=True, autoincrement=False)
+    key_id: Mapped[str] = mapped_column(String(16))  # the log's key (raw Ed25519 key id, as in signing_keys)
+    root: Mapped[str] = mapped_column(String(64))  # hex
+    checkpoint: Mapped[str] = mapped_column(Text)  # the signed checkpoint as received
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Cosignature(Base):
+    """A witness's cosignature on one of this ledger's own checkpoints (c2sp.org/tlog-cosignature)."""
+
+    __tablename__ = "tlog_cosignatures"
+
+    size: Mapped[int] = mapped_column(Seq, primary_key=True, autoincrement=False)
+    witness: Mapped[str] = mapped_column(String(200), primary_key=True)  # the witness's key name
+    witness_key_id: Mapped[str] = mapped_column(String(8), primary_key=True)  # 4-byte note key ID, hex
+    root: Mapped[str] = mapped_column(String(64))
+    line: Mapped[str] = mapped_column(Text)  # the signature line, as received
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 APPEND_ONLY_TABLES: tuple[str, ...] = (
     "signing_keys",
     "entries",
