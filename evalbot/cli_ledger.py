@@ -317,12 +317,17 @@ def site(
     config: ConfigOpt = None,
     url: UrlOpt = None,
     latest: Annotated[int, typer.Option(min=1, help="How many recent verdicts the page lists.")] = 50,
+    key: Annotated[
+        Path | None, typer.Option("--key", help="Signing key: publish a signed checkpoint and the verdicts' proofs.")
+    ] = None,
+    origin: Annotated[str | None, typer.Option("--origin", help="The log's name in the checkpoint.")] = None,
 ) -> None:
     """Write the static public site: frontier plot, advances, latest verdicts, the SQLite file."""
     from ledger.site import build_site  # matplotlib: ~0.4 s of start-up, only needed here
 
+    signer = keys.Signer.load(key) if key is not None else None
     with _open(config, url) as ledger:
-        index = build_site(ledger, out, latest=latest)
+        index = build_site(ledger, out, latest=latest, signer=signer, origin=origin)
     console.print(f"site written to {index}", markup=False)
 
 

@@ -60,9 +60,10 @@ def _record(ledger: Any, seq: int) -> tuple[str, dict[str, Any]]:
         return kind, chain.advance_content(row)
 
 
-def prove(ledger: Any, seq: int, signer: Signer, origin: str) -> dict[str, Any]:
-    """The inclusion proof document of entry ``seq`` against the ledger's current signed checkpoint."""
-    signed = ledger.checkpoint(signer, origin)
+def prove(ledger: Any, seq: int, signer: Signer, origin: str, size: int | None = None) -> dict[str, Any]:
+    """The inclusion proof document of entry ``seq`` against the signed checkpoint of ``size`` entries
+    (default: the whole ledger)."""
+    signed = ledger.checkpoint(signer, origin, size)
     size = signed.checkpoint.size
     entry_hash, proof = ledger.inclusion_proof(seq, size)
     kind, content = _record(ledger, seq)
