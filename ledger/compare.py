@@ -34,16 +34,19 @@ def latest_verdicts(ledger: Ledger) -> dict[str, Verdict]:
     """commit → its newest completed evaluation in ``ledger`` (streamed, one pass each table)."""
     found: dict[str, Verdict] = {}
     with ledger.engine.connect() as conn:
-        rows = conn.execution_options(yield_per=_STREAM_ROWS).execute(
+        rows = conn.execute(
             select(Evaluation.seq, Evaluation.commit_sha, Evaluation.label, Evaluation.gpu_class)
             .where(Evaluation.status == STATUS_COMPLETE)
             .order_by(Evaluation.seq)
+            .execution_options(yield_per=_STREAM_ROWS)
         )
         for row in rows:
             found[row.commit_sha] = Verdict(row.seq, row.label, row.gpu_class)
         wanted = {v.seq: v for v in found.values()}
-        for m in conn.execution_options(yield_per=_STREAM_ROWS).execute(
-            select(Measurement.evaluation_seq, Measurement.model, Measurement.speedup)
+        for m in conn.execute(
+            select(Measurement.evaluation_seq, Measurement.model, Measurement.speedup).execution_options(
+                yield_per=_STREAM_ROWS
+            )
         ):
             if (verdict := wanted.get(m.evaluation_seq)) is not None:
                 verdict.speedups[m.model] = m.speedup

@@ -125,7 +125,8 @@ class TreeCheck:
             statement = (
                 select(TreeNode.idx, TreeNode.hash).where(TreeNode.level == len(self._levels)).order_by(TreeNode.idx)
             )
-            self._levels.append(iter(self.conn.execution_options(yield_per=_STREAM_ROWS).execute(statement)))
+            # Statement options, not the connection's: those would stay on for every later statement.
+            self._levels.append(iter(self.conn.execute(statement.execution_options(yield_per=_STREAM_ROWS))))
         return next(self._levels[level], None)
 
     def add(self, seq: int, entry_hash: str) -> str | None:

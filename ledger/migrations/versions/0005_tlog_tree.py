@@ -30,7 +30,8 @@ def _backfill(nodes: sa.Table) -> int:
     conn = op.get_bind()
     edge = merkle.CompactRange()
     batch: list[dict[str, object]] = []
-    rows = conn.execution_options(yield_per=_BATCH).execute(sa.text("SELECT seq, entry_hash FROM entries ORDER BY seq"))
+    # A statement option: on the connection it would stay on, and PostgreSQL cannot DECLARE a cursor for DDL.
+    rows = conn.execute(sa.text("SELECT seq, entry_hash FROM entries ORDER BY seq").execution_options(yield_per=_BATCH))
     for seq, entry_hash in rows:
         if seq != edge.size + 1:
             raise RuntimeError(
