@@ -124,6 +124,7 @@ def verify(
                 "ok": report.ok,
                 "entries_checked": report.entries,
                 "head": {"seq": report.head_seq, "hash": report.head_hash},
+                "tree_root": report.tree_root or None,
                 "key_ids": list(report.key_ids),
                 "problem": None if problem is None else {
                     "seq": problem.seq, "kind": problem.kind.value, "message": problem.message
@@ -134,7 +135,8 @@ def verify(
         trust = "the given public key(s)" if trusted else "the ledger's own key table"
         console.print(
             f"[green]ok[/]: {report.entries} entries verified against {trust}; "
-            f"head {report.head_seq}:{report.head_hash}",
+            f"head {report.head_seq}:{report.head_hash}; Merkle root {report.tree_root}"
+            + (f"; extends checkpoint {escape(str(checkpoint_file))}" if checkpoint_file is not None else ""),
             highlight=False,
         )
     elif report.problem.kind is ProblemKind.CORRUPT:
