@@ -37,6 +37,7 @@ def _problem(url: str, signed: notes.SignedCheckpoint, pubkeys: list[str] | None
         return proofs.check_checkpoint(ledger, signed, report, pubkeys)
 
 
+@pytest.mark.slow  # several evalbot subprocesses: over 10 s on a busy 2-core machine
 def test_checkpoint_prove_and_verify_proof(tmp_path: Path) -> None:
     signer = new_signer(tmp_path)
     url = _url(tmp_path / "ledger.sqlite")
@@ -146,6 +147,7 @@ def test_tail_truncation_under_an_older_head(tmp_path: Path) -> None:
     assert "covers 8: entries were removed from the end" in message
 
 
+@pytest.mark.slow  # several evalbot subprocesses: over 10 s on a busy 2-core machine
 def test_rollback_to_an_older_genuine_copy_from_the_command_line(tmp_path: Path) -> None:
     signer, path = new_signer(tmp_path), tmp_path / "ledger.sqlite"
     old_copy = tmp_path / "old.sqlite"

@@ -79,6 +79,7 @@ def test_the_witness_refuses_rollback_fork_wrong_key_and_unproven_growth(two: tu
         witnessing.witness(b, _cp(a, mallory), a_key.public_hex, b_key, "w")
 
 
+@pytest.mark.slow  # several evalbot subprocesses: over 10 s on a busy 2-core machine
 def test_witness_and_cosignatures_from_the_command_line(tmp_path: Path) -> None:
     a_key, b_key = new_signer(tmp_path, "a.key"), new_signer(tmp_path, "b.key")
     a_url, b_url = _url(tmp_path / "a.sqlite"), _url(tmp_path / "b.sqlite")
