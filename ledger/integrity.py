@@ -14,6 +14,7 @@ the ordinary typed reads fail. It runs only after a read has failed, or inside `
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -70,9 +71,14 @@ class Damage:
         return f"{self.table} row {self.row}, column {self.column}: {self.detail}"
 
 
+@functools.lru_cache(maxsize=256)
+def _bind_processor(dialect: Any, column: Column[Any]) -> Callable[[Any], Any] | None:
+    return column.type.dialect_impl(dialect).bind_processor(dialect)  # type: ignore[no-any-return]
+
+
 def stored_form(dialect: Any, column: Column[Any], value: Any) -> Any:
     """What the writer stores for ``value`` in ``column``: the raw driver value its bind makes."""
-    process = column.type.dialect_impl(dialect).bind_processor(dialect)
+    process = _bind_processor(dialect, column)
     return value if process is None else process(value)
 
 

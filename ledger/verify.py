@@ -15,6 +15,7 @@ and column (:mod:`ledger.integrity`), and not as evidence of an edit.
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -218,22 +219,28 @@ def _raw_columns(prefix: str, columns: Any) -> list[Any]:
     return [type_coerce(c, NullType()).label(_raw_label(prefix, c)) for c in _lossy(columns)]
 
 
+# (table, raw label prefix) → its lossy columns with their raw labels; worked out once, used per row.
+_LossyColumns = tuple[tuple[Column[Any], str], ...]
+
+
+@functools.cache
+def _lossy_labels(table: str, prefix: str) -> _LossyColumns:
+    model = {"entries": Entry, "evaluations": Evaluation, "frontier_advances": FrontierAdvance}.get(table, Measurement)
+    return tuple((c, _raw_label(prefix, c)) for c in _lossy(model.__table__.c))
+
+
 def _stored_form(
-    conn: Connection, table: str, key: str, prefix: str, columns: Any, row: Mapping[str, Any], values: Mapping[str, Any]
-) -> str | None:
-    """A value not stored exactly as the writer stores its decoded value (a gates_passed of 7)."""
-    if conn.dialect.name != "sqlite":
-        return None  # server types hold exactly their type's values
-    for column in _lossy(columns):
-        raw, value = row[_raw_label(prefix, column)], values[column.name]
+    conn: Connection, table: str, prefix: str, row: Mapping[str, Any], values: Mapping[str, Any]
+) -> tuple[str, Any, Any, Any] | None:
+    """(column, raw, expected, value) of a value not stored exactly as the writer stores it (a
+    gates_passed of 7), or None."""
+    for column, label in _lossy_labels(table, prefix):
+        raw, value = row[label], values[column.name]
         if value is None:
             continue
         expected = integrity.stored_form(conn.dialect, column, value)
         if type(raw) is not type(expected) or raw != expected:
-            return (
-                f"{table} row {key}, column {column.name}: stored {integrity.shown(raw)}, not "
-                f"{integrity.shown(expected)}, the only form the writer stores for {value!r} (edited?)"
-            )
+            return column.name, raw, expected, value
     return None
 
 
@@ -244,19 +251,23 @@ def _stored_forms(
     measurements: list[Mapping[str, Any]],
     is_evaluation: bool,
 ) -> Problem | None:
+    if conn.dialect.name != "sqlite":
+        return None  # server types hold exactly their type's values
     seq = entry["seq"]
-    checks: list[tuple[str, str, str, Any, Mapping[str, Any], Mapping[str, Any]]] = [
-        ("entries", f"seq {seq}", "", Entry.__table__.c, entry, entry)
-    ]
+    checks: list[tuple[str, str, Mapping[str, Any], Mapping[str, Any], str]] = [("entries", "", entry, entry, "")]
     if record is not None:
-        model, prefix = (Evaluation, "e_") if is_evaluation else (FrontierAdvance, "a_")
-        checks.append((model.__tablename__, f"seq {seq}", prefix, model.__table__.c, entry, record))
-    for m in measurements:
-        key = f"evaluation_seq {seq}, model {m['model']}"
-        checks.append(("measurements", key, "m_", Measurement.__table__.c, m, m))
-    for table, key, prefix, columns, row, values in checks:
-        if (message := _stored_form(conn, table, key, prefix, columns, row, values)) is not None:
-            return Problem(seq, message)
+        table, prefix = ("evaluations", "e_") if is_evaluation else ("frontier_advances", "a_")
+        checks.append((table, prefix, entry, record, ""))
+    checks.extend(("measurements", "m_", m, m, f", model {m['model']}") for m in measurements)
+    for table, prefix, row, values, more in checks:
+        if (found := _stored_form(conn, table, prefix, row, values)) is not None:
+            column, raw, expected, value = found
+            key = f"evaluation_seq {seq}{more}" if table == "measurements" else f"seq {seq}"
+            return Problem(
+                seq,
+                f"{table} row {key}, column {column}: stored {integrity.shown(raw)}, not "
+                f"{integrity.shown(expected)}, the only form the writer stores for {value!r} (edited?)",
+            )
     return None
 
 
