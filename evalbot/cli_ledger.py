@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,11 +18,12 @@ from sqlalchemy.exc import DBAPIError
 
 from evalbot.config import load_config
 from evalbot.errors import EvalbotError
-from ledger import Ledger, LedgerError, keys, schema
+from ledger import Ledger, LedgerError, keys, merkle, proofs, schema
+from ledger import checkpoint as notes
 from ledger.dberrors import driver_message
 from ledger.engine import describe_url, make_engine, sqlite_path
 from ledger.readonly_sql import run_select
-from ledger.verify import ProblemKind
+from ledger.verify import Problem, ProblemKind, VerifyReport
 from ledger.views import advance_dict, evaluation_dict
 
 app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
@@ -128,11 +130,17 @@ def verify(
         typer.Option("--pubkey", help="Trust only this public key (PEM or hex); repeatable."),
     ] = None,
     as_json: JsonOpt = False,
+    checkpoint_file: Annotated[
+        Path | None,
+        typer.Option("--checkpoint", help="Also check the ledger extends this older signed checkpoint."),
+    ] = None,
 ) -> None:
     """Re-derive every hash and check every signature; exit 1 at the first broken link or corrupted row."""
     trusted = [keys.load_public_key(p) for p in pubkey] if pubkey else None
     with _open(config, url) as ledger:
         report = ledger.verify(trusted)
+        if checkpoint_file is not None and report.ok:
+            report = _against_checkpoint(ledger, checkpoint_file, report, trusted)
     if as_json:
         problem = report.problem
         _print_json(
@@ -140,6 +148,7 @@ def verify(
                 "ok": report.ok,
                 "entries_checked": report.entries,
                 "head": {"seq": report.head_seq, "hash": report.head_hash},
+                "tree_root": report.tree_root or None,
                 "key_ids": list(report.key_ids),
                 "problem": None if problem is None else {
                     "seq": problem.seq, "kind": problem.kind.value, "message": problem.message
@@ -150,7 +159,8 @@ def verify(
         trust = "the given public key(s)" if trusted else "the ledger's own key table"
         console.print(
             f"[green]ok[/]: {report.entries} entries verified against {trust}; "
-            f"head {report.head_seq}:{report.head_hash}",
+            f"head {report.head_seq}:{report.head_hash}; Merkle root {report.tree_root}"
+            + (f"; extends checkpoint {escape(str(checkpoint_file))}" if checkpoint_file is not None else ""),
             highlight=False,
         )
     elif report.problem.kind is ProblemKind.CORRUPT:
@@ -333,10 +343,284 @@ def site(
     config: ConfigOpt = None,
     url: UrlOpt = None,
     latest: Annotated[int, typer.Option(min=1, help="How many recent verdicts the page lists.")] = 50,
+    key: Annotated[
+        Path | None, typer.Option("--key", help="Signing key: publish a signed checkpoint and the verdicts' proofs.")
+    ] = None,
+    origin: Annotated[str | None, typer.Option("--origin", help="The log's name in the checkpoint.")] = None,
 ) -> None:
     """Write the static public site: frontier plot, advances, latest verdicts, the SQLite file."""
     from ledger.site import build_site  # matplotlib: ~0.4 s of start-up, only needed here
 
+    signer = keys.Signer.load(key) if key is not None else None
     with _open(config, url) as ledger:
-        index = build_site(ledger, out, latest=latest)
+        index = build_site(ledger, out, latest=latest, signer=signer, origin=origin)
     console.print(f"site written to {index}", markup=False)
+
+
+# -- the transparency log (docs/ledger.md, "The ledger as a transparency log") ----------------------
+
+KeyOpt = Annotated[
+    Path | None, typer.Option("--key", help="Signing key (default: [ledger] signing_key).")
+]
+OriginOpt = Annotated[
+    str | None, typer.Option("--origin", help="The log's name in checkpoints (default: evalbot.ledger/<key id>).")
+]
+OutOpt = Annotated[Path | None, typer.Option("--out", help="Write to this file instead of printing.")]
+
+
+def _signer(config: Path | None, key: Path | None) -> keys.Signer:
+    if key is None:
+        cfg = load_config(config)
+        key = Path(cfg.ledger.signing_key).expanduser() if cfg.ledger.signing_key else None
+        key = key or cfg.data_dir / "ledger-signing.key"
+    return keys.Signer.load(key)
+
+
+def _write(text: str, out: Path | None, what: str) -> None:
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    out.write_text(text, encoding="utf-8")
+    console.print(f"{what} written to {out}", markup=False)
+
+
+def _against_checkpoint(
+    ledger: Ledger, path: Path, report: VerifyReport, trusted: list[str] | None
+) -> VerifyReport:
+    """``report``, with a problem if the ledger does not extend the checkpoint in ``path``."""
+    try:
+        signed = notes.parse(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise LedgerError(f"{path}: cannot read checkpoint: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise LedgerError(f"{path}: not a checkpoint (not UTF-8 text)") from None
+    except notes.CheckpointError as exc:
+        raise LedgerError(f"{path}: {exc}") from None
+    message = proofs.check_checkpoint(ledger, signed, report, trusted)
+    if message is None:
+        return report
+    return replace(report, problem=Problem(min(report.entries, signed.checkpoint.size) + 1, message))
+
+
+@app.command("checkpoint")
+def checkpoint_command(
+    config: ConfigOpt = None, url: UrlOpt = None, key: KeyOpt = None, origin: OriginOpt = None, out: OutOpt = None
+) -> None:
+    """Print the signed checkpoint (C2SP tlog-checkpoint: origin, size, Merkle root) of the whole ledger."""
+    signer = _signer(config, key)
+    with _open(config, url) as ledger:
+        signed = ledger.checkpoint(signer, origin or proofs.default_origin(signer.key_id))
+    _write(signed.text(), out, f"checkpoint of {signed.checkpoint.size} entries")
+
+
+def _entry_seq(ledger: Ledger, entry: str) -> int:
+    """ENTRY as a chain position (digits, up to 9 of them) or a commit (its newest evaluation)."""
+    text = entry.strip()
+    if text.isdigit() and len(text) <= 9:
+        return int(text)
+    found = ledger.find(text)
+    if not found:
+        raise LedgerError(f"{ledger.where}: no evaluation of commit {entry}")
+    return found[-1].seq
+
+
+@app.command()
+def prove(
+    entry: Annotated[str, typer.Argument(help="Entry number (seq), or a commit: its newest evaluation.")],
+    config: ConfigOpt = None,
+    url: UrlOpt = None,
+    key: KeyOpt = None,
+    origin: OriginOpt = None,
+    out: OutOpt = None,
+) -> None:
+    """An entry's inclusion proof and the signed checkpoint it leads to, as one JSON file."""
+    signer = _signer(config, key)
+    with _open(config, url) as ledger:
+        seq = _entry_seq(ledger, entry)
+        doc = proofs.prove(ledger, seq, signer, origin or proofs.default_origin(signer.key_id))
+    _write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", out, f"inclusion proof of entry {seq}")
+
+
+@app.command("verify-proof")
+def verify_proof_command(
+    file: Annotated[Path, typer.Argument(help="An inclusion proof file from `evalbot ledger prove`.")],
+    pubkey: Annotated[
+        Path | None, typer.Option("--pubkey", help="The validator's public key (PEM or hex): who must have signed.")
+    ] = None,
+) -> None:
+    """Check an inclusion proof offline (no database): record → entry → Merkle root → signed checkpoint."""
+    trusted = keys.load_public_key(pubkey) if pubkey else None
+    try:
+        doc = json.loads(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise LedgerError(f"{file}: cannot read proof: {exc.strerror}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise LedgerError(f"{file}: not a proof file (not JSON)") from None
+    try:
+        result = proofs.verify_proof(doc, trusted)
+    except proofs.ProofFileError as exc:
+        raise LedgerError(f"{file}: {exc}") from None
+    except (merkle.ProofError, notes.CheckpointError) as exc:
+        console.print(f"[bold red]invalid proof[/]: {escape(str(exc))}", highlight=False)
+        sys.exit(1)
+    cp = result.checkpoint
+    what = result.content.get("commit_sha", "")
+    label = result.content.get("label") or result.content.get("status") or ""
+    subject = f"entry {result.seq} ({result.kind}" + (f", commit {what[:12]}, {label}" if what else "") + ")"
+    console.print(
+        f"[green]ok[/]: {escape(subject)} is in {escape(cp.origin)} at size {cp.size}, "
+        f"root {cp.root.hex()}, signed by key {result.key_id}",
+        highlight=False,
+    )
+    if not result.trusted_key:
+        console.print(
+            "note: checked against the public key the file names; pass --pubkey to check who signed it",
+            markup=False,
+        )
+
+
+_MAX_CHECKPOINT_BYTES = 1 << 16
+
+
+def _read_source(source: str) -> str:
+    """A checkpoint from a file, or from an http(s) URL (another validator's site)."""
+    if source.startswith(("http://", "https://")):
+        import urllib.request  # only the witness fetches anything
+
+        try:
+            with urllib.request.urlopen(source, timeout=30) as response:
+                data = response.read(_MAX_CHECKPOINT_BYTES + 1)
+        except OSError as exc:
+            raise LedgerError(f"{source}: cannot fetch checkpoint: {exc}") from None
+        if len(data) > _MAX_CHECKPOINT_BYTES:
+            raise LedgerError(f"{source}: larger than {_MAX_CHECKPOINT_BYTES} bytes, not a checkpoint")
+    else:
+        try:
+            data = Path(source).read_bytes()[: _MAX_CHECKPOINT_BYTES + 1]
+        except OSError as exc:
+            raise LedgerError(f"{source}: cannot read checkpoint: {exc.strerror}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise LedgerError(f"{source}: not a checkpoint (not UTF-8 text)") from None
+
+
+def _parse_checkpoint(text: str, where: str) -> notes.SignedCheckpoint:
+    try:
+        return notes.parse(text)
+    except notes.CheckpointError as exc:
+        raise LedgerError(f"{where}: {exc}") from None
+
+
+@app.command()
+def witness(
+    source: Annotated[str, typer.Argument(help="The other validator's checkpoint: a file or an http(s) URL.")],
+    log_key: Annotated[Path, typer.Option("--log-key", help="The other validator's public key (PEM or hex).")],
+    other: Annotated[
+        str | None,
+        typer.Option("--ledger", help="A copy of the other validator's ledger (file or URL), to prove consistency."),
+    ] = None,
+    name: Annotated[str | None, typer.Option("--name", help="This witness's key name (default: our origin).")] = None,
+    config: ConfigOpt = None,
+    url: UrlOpt = None,
+    key: KeyOpt = None,
+    out: OutOpt = None,
+) -> None:
+    """Check another validator's checkpoint extends the last one seen from it, cosign it, remember it."""
+    from ledger import witness as witnessing
+
+    signer = _signer(config, key)
+    signed = _parse_checkpoint(_read_source(source), source)
+    other_ledger = Ledger.open(_url(None, other)) if other else None
+    try:
+        with _open(config, url) as ledger:
+            result = witnessing.witness(
+                ledger, signed, keys.load_public_key(log_key), signer, name or proofs.default_origin(signer.key_id),
+                other_ledger,
+            )
+    except witnessing.WitnessError as exc:
+        console.print(f"[bold red]refused[/]: {escape(str(exc))}", highlight=False)
+        sys.exit(1)
+    finally:
+        if other_ledger is not None:
+            other_ledger.close()
+    cp = signed.checkpoint
+    since = "first checkpoint seen from it" if result.previous_size is None else f"extends size {result.previous_size}"
+    # Without --out the cosigned checkpoint goes to stdout, so the summary goes to stderr.
+    typer.echo(f"{cp.origin}: size {cp.size} {since}; cosigned", err=out is None)
+    _write(result.cosigned.text(), out, "cosigned checkpoint")
+
+
+@app.command()
+def cosignatures(
+    add: Annotated[
+        Path | None, typer.Option("--add", help="Keep the cosignatures on this checkpoint of ours (from a witness).")
+    ] = None,
+    config: ConfigOpt = None,
+    url: UrlOpt = None,
+    key: KeyOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The witnesses' cosignatures this ledger has received (with --add, store more first)."""
+    from ledger import witness as witnessing
+
+    with _open(config, url) as ledger:
+        if add is not None:
+            signer = _signer(config, key)
+            signed = _parse_checkpoint(_read_source(str(add)), str(add))
+            try:
+                stored = witnessing.receive(ledger, signed, signer.public_hex)
+            except (witnessing.WitnessError, notes.CheckpointError) as exc:
+                raise LedgerError(f"{add}: {exc}") from None
+            console.print(f"{len(stored)} new cosignature(s): {', '.join(stored) or '-'}", markup=False)
+        rows = witnessing.cosignatures(ledger)
+    if as_json:
+        _print_json([{"size": r.size, "witness": r.witness, "root": r.root, "line": r.line} for r in rows])
+        return
+    table = Table("size", "witness", "key id", "received (UTC)", title="cosignatures")
+    for r in rows:
+        table.add_row(str(r.size), Text(r.witness), r.witness_key_id, _when(r.received_at))
+    console.print(table if rows else "no cosignatures received yet", markup=False)
+
+
+@app.command()
+def compare(
+    a: Annotated[str, typer.Argument(help="Validator A's ledger (file or URL).")],
+    b: Annotated[str, typer.Argument(help="Validator B's ledger (file or URL).")],
+    as_json: JsonOpt = False,
+    show: Annotated[int, typer.Option(min=0, help="List at most this many disagreements.")] = 20,
+) -> None:
+    """Two validators side by side: label agreement and speedup differences on commits both evaluated."""
+    from ledger.compare import compare as compare_ledgers
+    from ledger.compare import latest_verdicts
+
+    with Ledger.open(_url(None, a)) as la, Ledger.open(_url(None, b)) as lb:
+        result = compare_ledgers(latest_verdicts(la), latest_verdicts(lb))
+    if as_json:
+        _print_json(
+            {
+                "both": result.both, "only_a": result.only_a, "only_b": result.only_b, "agree": result.agree,
+                "agreement": result.agreement,
+                "disagreements": [{"commit": c, "a": x, "b": y} for c, x, y in result.disagreements],
+                "models": [m.__dict__ for m in result.models],
+            }
+        )
+        return
+    share = "-" if result.agreement is None else f"{100 * result.agreement:.1f}%"
+    console.print(
+        f"{result.both} commits evaluated by both ({result.only_a} only by A, {result.only_b} only by B); "
+        f"labels agree on {result.agree} ({share})",
+        markup=False,
+    )
+    if result.models:
+        table = Table("model", "pairs", "mean Δ (A − B)", "mean |Δ|", "max |Δ|", title="speedup differences (pp)")
+        for m in result.models:
+            table.add_row(Text(m.model), str(m.pairs), f"{m.mean:+.2f}", f"{m.mean_abs:.2f}", f"{m.max_abs:.2f}")
+        console.print(table)
+    if result.disagreements:
+        table = Table("commit", "A", "B", title="label disagreements")
+        for commit, x, y in result.disagreements[:show]:
+            table.add_row(_short(commit), Text(x or "-"), Text(y or "-"))
+        console.print(table)
+        if len(result.disagreements) > show:
+            console.print(f"… and {len(result.disagreements) - show} more (raise --show, or use --json)", markup=False)

@@ -181,6 +181,21 @@ class LedgerRecorder:
                  100 * min(deltas.values(), default=0.0))
 
 
+    def transparency_note(self, sha: str, site_url: str | None = None) -> str | None:
+        """Markdown for the PR comment of ``sha``'s newest verdict: the signed checkpoint that includes
+        its entry and the command that verifies it (None when the commit has no entry or no key is loaded)."""
+        from evalbot.verdict import transparency_markdown
+        from ledger.proofs import default_origin
+
+        signer = self.ledger.signer
+        with ledger_errors():
+            found = self.ledger.find(sha)
+            if not found or signer is None:
+                return None
+            signed = self.ledger.checkpoint(signer, default_origin(signer.key_id))
+        return transparency_markdown(signed.text(), found[-1].seq, signer.key_id, site_url)
+
+
 class DryRunRecorder:
     """Reads the frontier from the ledger when there is one; records nothing."""
 

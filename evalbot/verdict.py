@@ -206,3 +206,30 @@ def terminal(doc: Mapping[str, Any]) -> Group:
 
 def print_report(doc: Mapping[str, Any], console: Console | None = None) -> None:
     (console or Console()).print(terminal(doc))
+
+
+def transparency_markdown(checkpoint: str, seq: int, key_id: str, site_url: str | None = None) -> str:
+    """The PR comment's transparency-log note: the signed checkpoint that includes the verdict's ledger
+    entry ``seq``, and the one command that checks the entry's inclusion proof against it offline.
+
+    Nothing here is contributor text (the checkpoint is the validator's), but it is quoted all the same.
+    """
+    proof = f"proof-{int(seq)}.json"
+    where = (
+        f"the proof from {inline(site_url.rstrip('/') + f'/proofs/{int(seq)}.json', 300)}"
+        if site_url
+        else f"the proof from `evalbot ledger prove {int(seq)}` on a copy of the ledger"
+    )
+    return "\n".join(
+        [
+            f"<details><summary>ledger entry {int(seq)}: signed checkpoint</summary>",
+            "",
+            block(checkpoint, max_lines=40, max_bytes=8_192),
+            "",
+            f"Verify ({where}, saved as {inline(proof)}): "
+            f"{inline(f'evalbot ledger verify-proof {proof} --pubkey {key_id}.pub', 300)}",
+            "",
+            "</details>",
+            "",
+        ]
+    )

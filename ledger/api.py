@@ -17,7 +17,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, func, insert, inspect, select, update
 from sqlalchemy.orm import Session, joinedload, selectinload
 
-from ledger import chain, integrity, schema
+from ledger import chain, integrity, schema, tlog
+from ledger import checkpoint as notes
 from ledger.dberrors import translated
 from ledger.engine import describe_url, make_engine, snapshot, sqlite_path, write_transaction
 from ledger.errors import (
@@ -219,6 +220,7 @@ class Ledger:
             seqs.append(seq)
             prev = link
         conn.execute(insert(Entry), entries)
+        tlog.append(conn, head.seq, [e["entry_hash"] for e in entries])
         conn.execute(insert(Evaluation if kind == chain.EVALUATION else FrontierAdvance), records)
         if children:
             conn.execute(insert(Measurement), children)
@@ -378,6 +380,45 @@ class Ledger:
         """How many evaluations the ledger holds."""
         with self._reading(), self.engine.connect() as conn:
             return conn.execute(select(func.count()).select_from(Evaluation)).scalar_one()
+
+    # -- the transparency log --------------------------------------------------------------------
+
+    def tree_root(self, size: int | None = None) -> tuple[int, bytes]:
+        """(size, root) of the Merkle tree over the first ``size`` entries (default: all of them)."""
+        with self._reading(), snapshot(self.engine) as conn:
+            head = conn.execute(select(ChainHead.seq).where(ChainHead.id == 1)).scalar_one()
+            size = head if size is None else size
+            if not 0 <= size <= head:
+                raise LedgerInputError(f"tree size {size}: the ledger has {head} entries")
+            return size, tlog.root(conn, size)
+
+    def checkpoint(self, signer: Signer, origin: str, size: int | None = None) -> notes.SignedCheckpoint:
+        """The signed checkpoint (C2SP tlog-checkpoint) of the tree of ``size`` entries (default: all)."""
+        size, root = self.tree_root(size)
+        return notes.sign(notes.Checkpoint(origin, size, root), signer)
+
+    def inclusion_proof(self, seq: int, size: int) -> tuple[str, list[bytes]]:
+        """(entry hash, RFC 9162 inclusion proof) of entry ``seq`` in the tree of ``size`` entries."""
+        if not 1 <= seq <= size:
+            raise LedgerInputError(f"entry {seq} is not in a tree of {size} entries")
+        with self._reading(), snapshot(self.engine) as conn:
+            head = conn.execute(select(ChainHead.seq).where(ChainHead.id == 1)).scalar_one()
+            if size > head:
+                raise LedgerInputError(f"tree size {size}: the ledger has {head} entries")
+            entry_hash = conn.execute(select(Entry.entry_hash).where(Entry.seq == seq)).scalar_one_or_none()
+            if entry_hash is None:
+                raise LedgerInputError(f"{self.where}: no entry {seq}")
+            return entry_hash, tlog.inclusion_proof(conn, seq - 1, size)
+
+    def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
+        """The RFC 9162 proof that the tree of ``new_size`` entries extends the tree of ``old_size``."""
+        with self._reading(), snapshot(self.engine) as conn:
+            head = conn.execute(select(ChainHead.seq).where(ChainHead.id == 1)).scalar_one()
+            if not 0 <= old_size <= new_size <= head:
+                raise LedgerInputError(
+                    f"no consistency proof from {old_size} to {new_size} entries: the ledger has {head}"
+                )
+            return tlog.consistency_proof(conn, old_size, new_size)
 
     def verify(self, pubkeys: Sequence[str] | None = None) -> VerifyReport:
         """Re-derive every hash and check every signature; see :func:`ledger.verify.verify_chain`."""

@@ -14,6 +14,7 @@ the ordinary typed reads fail. It runs only after a read has failed, or inside `
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ from sqlalchemy import (
 from sqlalchemy.types import NullType, TypeDecorator, TypeEngine
 
 from ledger.errors import LedgerError
-from ledger.models import ChainHead, Entry, Evaluation, FrontierAdvance, Measurement, SigningKey
+from ledger.models import ChainHead, Entry, Evaluation, FrontierAdvance, Measurement, SigningKey, TreeNode
 
 # Text columns that hold JSON, and the JSON type the writer always stores there.
 JSON_COLUMNS: dict[tuple[str, str], type] = {
@@ -45,7 +46,8 @@ JSON_COLUMNS: dict[tuple[str, str], type] = {
     ("frontier_advances", "model_deltas"): dict,
 }
 LEDGER_TABLES: tuple[Table, ...] = tuple(
-    m.__table__ for m in (SigningKey, ChainHead, Entry, Evaluation, Measurement, FrontierAdvance)  # type: ignore[misc]
+    m.__table__  # type: ignore[misc]
+    for m in (SigningKey, ChainHead, Entry, Evaluation, Measurement, FrontierAdvance, TreeNode)
 )
 _SHOWN_CHARS = 40
 _STREAM_ROWS = 10_000
@@ -67,6 +69,25 @@ class Damage:
         if self.column is None:
             return f"table {self.table}: {self.detail}"
         return f"{self.table} row {self.row}, column {self.column}: {self.detail}"
+
+
+@functools.lru_cache(maxsize=256)
+def _bind_processor(dialect: Any, column: Column[Any]) -> Callable[[Any], Any] | None:
+    return column.type.dialect_impl(dialect).bind_processor(dialect)  # type: ignore[no-any-return]
+
+
+def stored_form(dialect: Any, column: Column[Any], value: Any) -> Any:
+    """What the writer stores for ``value`` in ``column``: the raw driver value its bind makes."""
+    process = _bind_processor(dialect, column)
+    return value if process is None else process(value)
+
+
+def shown(value: Any) -> str:
+    return _shown(value)
+
+
+def base_type(sql_type: TypeEngine[Any]) -> TypeEngine[Any]:
+    return _base_type(sql_type)
 
 
 def _shown(value: Any) -> str:
@@ -173,7 +194,8 @@ def _raw_problem(processor: Callable[[Any], Any] | None, table: str, column: Col
     if why is None:
         why = value_problem(table, column, value)
     # SQLite's boolean processor turns any integer (or text) into True: judge the stored value.
-    if why is None and isinstance(_base_type(column.type), Boolean) and raw not in (0, 1, True, False, None):
+    exact = raw is None or type(raw) is bool or (type(raw) is int and raw in (0, 1))
+    if why is None and isinstance(_base_type(column.type), Boolean) and not exact:
         why = f"{_shown(raw)} is not a boolean"
     return why
 

@@ -177,14 +177,59 @@ class FrontierAdvance(Base):
     entry: Mapped[Entry] = relationship(lazy="raise")
 
 
+class TreeNode(Base):
+    """A node of the RFC 9162 Merkle tree over the entries (:mod:`ledger.tlog`), stored as it is completed.
+
+    ``level`` 0 holds the leaves (leaf ``idx`` is entry ``seq = idx + 1``; its hash is
+    ``SHA-256(0x00 || entry hash)``); node ``(level, idx)`` covers leaves ``[idx·2^level,
+    (idx+1)·2^level)``. Only perfect subtrees are stored, so a node never changes once written.
+    """
+
+    __tablename__ = "tlog_nodes"
+
+    level: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    idx: Mapped[int] = mapped_column(Seq, primary_key=True, autoincrement=False)
+    hash: Mapped[str] = mapped_column(String(64))  # hex
+
+
+class WitnessedCheckpoint(Base):
+    """A checkpoint of another validator's log that this validator checked and cosigned, as a witness.
+
+    One row per (origin, size): the newest row of an origin is what its next checkpoint must extend.
+    """
+
+    __tablename__ = "tlog_witnessed"
+
+    origin: Mapped[str] = mapped_column(String(200), primary_key=True)
+    size: Mapped[int] = mapped_column(Seq, primary_key=True, autoincrement=False)
+    key_id: Mapped[str] = mapped_column(String(16))  # the log's key (raw Ed25519 key id, as in signing_keys)
+    root: Mapped[str] = mapped_column(String(64))  # hex
+    checkpoint: Mapped[str] = mapped_column(Text)  # the signed checkpoint as received
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Cosignature(Base):
+    """A witness's cosignature on one of this ledger's own checkpoints (c2sp.org/tlog-cosignature)."""
+
+    __tablename__ = "tlog_cosignatures"
+
+    size: Mapped[int] = mapped_column(Seq, primary_key=True, autoincrement=False)
+    witness: Mapped[str] = mapped_column(String(200), primary_key=True)  # the witness's key name
+    witness_key_id: Mapped[str] = mapped_column(String(8), primary_key=True)  # 4-byte note key ID, hex
+    root: Mapped[str] = mapped_column(String(64))
+    line: Mapped[str] = mapped_column(Text)  # the signature line, as received
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 APPEND_ONLY_TABLES: tuple[str, ...] = (
     "signing_keys",
     "entries",
     "evaluations",
     "measurements",
     "frontier_advances",
+    "tlog_nodes",
 )
-_APPEND_ONLY_CLASSES = (SigningKey, Entry, Evaluation, Measurement, FrontierAdvance)
+_APPEND_ONLY_CLASSES = (SigningKey, Entry, Evaluation, Measurement, FrontierAdvance, TreeNode)
 
 
 def _refuse_row_change(mapper: Mapper[Any], connection: Any, target: Any) -> None:

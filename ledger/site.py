@@ -18,12 +18,16 @@ from pathlib import Path
 # The Figure API (not pyplot): no global state and no GUI backend on a headless validator box.
 from matplotlib.figure import Figure
 
+from ledger import proofs, witness
 from ledger.api import Ledger
 from ledger.engine import sqlite_path
+from ledger.keys import Signer
 from ledger.models import Evaluation, FrontierAdvance
 
 DB_NAME = "ledger.sqlite"
 PLOT_NAME = "frontier.png"
+CHECKPOINT_NAME = "checkpoint.txt"
+PROOFS_DIR = "proofs"
 _MIN_SPAN = timedelta(days=4)
 
 _CSS = """
@@ -34,6 +38,7 @@ th, td { border-bottom: 1px solid #ddd; padding: .3rem .5rem; text-align: left; 
 th { background: #f3f3f3; } code { font-size: 12px; } .num { text-align: right; }
 .label { font-weight: 600; } .REJECT { color: #b00020; } .none { color: #777; }
 img.plot { max-width: 100%; border: 1px solid #ddd; }
+pre { background: #f6f6f6; padding: .6rem; overflow-x: auto; font-size: 12px; }
 """
 
 
@@ -123,7 +128,7 @@ def _advance_rows(advances: list[FrontierAdvance]) -> str:
     return _rows(rows, 7)
 
 
-def _verdict_rows(evaluations: list[Evaluation]) -> str:
+def _verdict_rows(evaluations: list[Evaluation], proved: set[int] | None = None) -> str:
     rows = []
     for ev in evaluations:
         speedups = ", ".join(
@@ -138,9 +143,12 @@ def _verdict_rows(evaluations: list[Evaluation]) -> str:
             (f"label {label}", label),
             speedups or "—",
             _e("; ".join(json.loads(ev.reasons))),
+            f'<a class="proof" href="{PROOFS_DIR}/{ev.seq}.json">entry {ev.seq}</a>'
+            if proved is not None and ev.seq in proved
+            else f"entry {ev.seq}",
         ]
         rows.append(_tr("verdict", cells))
-    return _rows(rows, 7)
+    return _rows(rows, 8)
 
 
 def _frontier_rows(frontiers: list[FrontierAdvance]) -> str:
@@ -153,11 +161,54 @@ def _frontier_rows(frontiers: list[FrontierAdvance]) -> str:
     )
 
 
-def build_site(ledger: Ledger, out: Path, *, latest: int = 50) -> Path:
-    """Write the site into ``out`` (created if needed); returns the page's path."""
+def _transparency(ledger: Ledger, out: Path, evaluations: list[Evaluation], signer: Signer | None,
+                  origin: str | None) -> tuple[str, set[int] | None]:
+    """The page's transparency-log section; with the validator's key, also checkpoint.txt and a proof
+    file per listed verdict (all against that one checkpoint)."""
+    if signer is None:
+        size, root = ledger.tree_root()
+        return (
+            f'<p>Merkle tree root of the {size} entries: <code id="tree-root">{root.hex()}</code> '
+            "(this copy of the site was built without the validator's key, so it carries no signed "
+            "checkpoint).</p>",
+            None,
+        )
+    signed = ledger.checkpoint(signer, origin or proofs.default_origin(signer.key_id))
+    (out / CHECKPOINT_NAME).write_text(signed.text(), encoding="utf-8")
+    proof_dir = out / PROOFS_DIR
+    proof_dir.mkdir(exist_ok=True)
+    size = signed.checkpoint.size
+    proved = set()
+    for ev in evaluations:
+        if ev.seq <= size:
+            doc = proofs.prove(ledger, ev.seq, signer, signed.checkpoint.origin, size=size)
+            (proof_dir / f"{ev.seq}.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+            proved.add(ev.seq)
+    cosigned = [c for c in witness.cosignatures(ledger) if c.size == size]
+    items = "".join(f"<li><code>{_e(c.line)}</code></li>" for c in cosigned) or '<li class="empty">none yet</li>'
+    key = signer.key_id
+    return (
+        f"""<p>The signed checkpoint (<a href="{CHECKPOINT_NAME}">{CHECKPOINT_NAME}</a>, C2SP tlog-checkpoint) of
+the Merkle tree over every entry; each verdict above links to its inclusion proof.</p>
+<pre id="checkpoint">{_e(signed.text())}</pre>
+<p>Cosignatures by witnesses of this checkpoint:</p>
+<ul id="cosignatures">{items}</ul>
+<p>Check a verdict's proof offline: <code>evalbot ledger verify-proof proofs/&lt;entry&gt;.json --pubkey
+keys/{_e(key)}.pub</code>; check a copy of the ledger extends this checkpoint:
+<code>evalbot ledger verify --url {DB_NAME} --pubkey keys/{_e(key)}.pub --checkpoint {CHECKPOINT_NAME}</code>.</p>""",
+        proved,
+    )
+
+
+def build_site(
+    ledger: Ledger, out: Path, *, latest: int = 50, signer: Signer | None = None, origin: str | None = None
+) -> Path:
+    """Write the site into ``out`` (created if needed); returns the page's path. With the validator's
+    ``signer``, the page carries a signed checkpoint and each listed verdict's inclusion proof."""
     out.mkdir(parents=True, exist_ok=True)
     advances = ledger.frontier_history()
     evaluations = ledger.history(limit=latest)
+    transparency, proved = _transparency(ledger, out, evaluations, signer, origin)
     frontiers = ledger.frontiers()
     head_seq, head_hash = ledger.head()
     frontier_figure(advances).savefig(out / PLOT_NAME)
@@ -200,9 +251,11 @@ chain head <code id="head">{head_seq}:{_e(head_hash)}</code></p>
 </table>
 <h2>Latest verdicts</h2>
 <table id="verdicts"><tr><th>finished</th><th>PR</th><th>commit</th><th>author</th><th>label</th>
-<th>speedup per model</th><th>reasons</th></tr>
-{_verdict_rows(evaluations)}
+<th>speedup per model</th><th>reasons</th><th>proof</th></tr>
+{_verdict_rows(evaluations, proved)}
 </table>
+<h2>Transparency log</h2>
+{transparency}
 <h2>Audit</h2>
 <p>Every row is hash-chained and signed. Check a downloaded copy against a published key with
 <code>evalbot ledger verify --url {DB_NAME} --pubkey keys/&lt;key id&gt;.pub</code>, and compare its

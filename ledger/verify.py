@@ -15,14 +15,16 @@ and column (:mod:`ledger.integrity`), and not as evidence of an edit.
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import Connection, Row, select
+from sqlalchemy import Boolean, Column, Connection, DateTime, Row, select, type_coerce
+from sqlalchemy.types import NullType
 
-from ledger import chain, integrity
+from ledger import chain, integrity, tlog
 from ledger.canonical import GENESIS_HASH
 from ledger.errors import LedgerInputError
 from ledger.keys import key_id_of, public_key_from_hex, signature_valid
@@ -50,6 +52,7 @@ class VerifyReport:
     head_hash: str
     key_ids: tuple[str, ...]
     problem: Problem | None
+    tree_root: str = ""  # hex root of the Merkle tree over the entries checked (verified against them)
 
     @property
     def ok(self) -> bool:
@@ -202,6 +205,72 @@ def _corrupt(seq: int, table: str, row: str, found: tuple[str, str]) -> Problem:
     return Problem(seq, f"{table} row {row}, column {column}: {why} (the row is corrupted)", ProblemKind.CORRUPT)
 
 
+def _lossy(columns: Any) -> list[Column[Any]]:
+    """Columns whose stored value SQLite decodes loosely: any integer reads as a boolean, any text
+    that starts like a timestamp reads as one. verify also reads them raw and demands the exact form."""
+    return [c for c in columns if isinstance(integrity.base_type(c.type), Boolean | DateTime)]
+
+
+def _raw_label(prefix: str, column: Column[Any]) -> str:
+    return f"raw_{prefix}{column.name}"
+
+
+def _raw_columns(prefix: str, columns: Any) -> list[Any]:
+    return [type_coerce(c, NullType()).label(_raw_label(prefix, c)) for c in _lossy(columns)]
+
+
+# (table, raw label prefix) → its lossy columns with their raw labels; worked out once, used per row.
+_LossyColumns = tuple[tuple[Column[Any], str], ...]
+
+
+@functools.cache
+def _lossy_labels(table: str, prefix: str) -> _LossyColumns:
+    model = {"entries": Entry, "evaluations": Evaluation, "frontier_advances": FrontierAdvance}.get(table, Measurement)
+    return tuple((c, _raw_label(prefix, c)) for c in _lossy(model.__table__.c))
+
+
+def _stored_form(
+    conn: Connection, table: str, prefix: str, row: Mapping[str, Any], values: Mapping[str, Any]
+) -> tuple[str, Any, Any, Any] | None:
+    """(column, raw, expected, value) of a value not stored exactly as the writer stores it (a
+    gates_passed of 7), or None."""
+    for column, label in _lossy_labels(table, prefix):
+        raw, value = row[label], values[column.name]
+        if value is None:
+            continue
+        expected = integrity.stored_form(conn.dialect, column, value)
+        if type(raw) is not type(expected) or raw != expected:
+            return column.name, raw, expected, value
+    return None
+
+
+def _stored_forms(
+    conn: Connection,
+    entry: Mapping[str, Any],
+    record: Mapping[str, Any] | None,
+    measurements: list[Mapping[str, Any]],
+    is_evaluation: bool,
+) -> Problem | None:
+    if conn.dialect.name != "sqlite":
+        return None  # server types hold exactly their type's values
+    seq = entry["seq"]
+    checks: list[tuple[str, str, Mapping[str, Any], Mapping[str, Any], str]] = [("entries", "", entry, entry, "")]
+    if record is not None:
+        table, prefix = ("evaluations", "e_") if is_evaluation else ("frontier_advances", "a_")
+        checks.append((table, prefix, entry, record, ""))
+    checks.extend(("measurements", "m_", m, m, f", model {m['model']}") for m in measurements)
+    for table, prefix, row, values, more in checks:
+        if (found := _stored_form(conn, table, prefix, row, values)) is not None:
+            column, raw, expected, value = found
+            key = f"evaluation_seq {seq}{more}" if table == "measurements" else f"seq {seq}"
+            return Problem(
+                seq,
+                f"{table} row {key}, column {column}: stored {integrity.shown(raw)}, not "
+                f"{integrity.shown(expected)}, the only form the writer stores for {value!r} (edited?)",
+            )
+    return None
+
+
 def _record_damage(
     entry: Mapping[str, Any], record: Mapping[str, Any] | None, measurements: list[Mapping[str, Any]]
 ) -> Problem | None:
@@ -250,14 +319,26 @@ def _verify_chain(conn: Connection, pubkeys: Sequence[str] | None, progress: lis
     keys, problem = _keys(conn, pubkeys)
     ev, adv = Evaluation.__table__.c, FrontierAdvance.__table__.c
     statement = (
-        select(Entry.__table__, *[c.label(f"e_{c.name}") for c in ev], *[c.label(f"a_{c.name}") for c in adv])
+        select(
+            Entry.__table__,
+            *[c.label(f"e_{c.name}") for c in ev],
+            *[c.label(f"a_{c.name}") for c in adv],
+            *_raw_columns("", Entry.__table__.c),
+            *_raw_columns("e_", ev),
+            *_raw_columns("a_", adv),
+        )
         .outerjoin(Evaluation, Evaluation.seq == Entry.seq)
         .outerjoin(FrontierAdvance, FrontierAdvance.seq == Entry.seq)
         .order_by(Entry.seq)
     )
+    ms = Measurement.__table__
     measurements = _Measurements(
-        _stream(conn, select(Measurement).order_by(Measurement.evaluation_seq, Measurement.model))
+        _stream(
+            conn,
+            select(ms, *_raw_columns("m_", ms.c)).order_by(Measurement.evaluation_seq, Measurement.model),
+        )
     )
+    tree = tlog.TreeCheck(conn)
     ev_fields = [(c.name, f"e_{c.name}") for c in ev]
     adv_fields = [(c.name, f"a_{c.name}") for c in adv]
 
@@ -284,10 +365,10 @@ def _verify_chain(conn: Connection, pubkeys: Sequence[str] | None, progress: lis
                 stray, f"measurement rows for {stray}, which is not an evaluation entry (inserted?)"
             )
             break
-        problem = _record_damage(entry, record, taken)
+        problem = _record_damage(entry, record, taken) or _stored_forms(conn, entry, record, taken, is_evaluation)
         if problem is not None:
             break
-        message = _check_entry(entry, record, taken, prev, keys)
+        message = _check_entry(entry, record, taken, prev, keys) or tree.add(seq, entry["entry_hash"])
         if message is not None:
             problem = Problem(seq, message)
             break
@@ -300,10 +381,21 @@ def _verify_chain(conn: Connection, pubkeys: Sequence[str] | None, progress: lis
         )
     if problem is None:
         problem = _head_problem(conn, checked, prev, keys)
+    if problem is None and (stored := tlog.stored_count(conn)) != (expected := tlog.node_count(checked)):
+        problem = Problem(
+            checked + 1,
+            f"tlog_nodes holds {stored} Merkle tree nodes, the tree of the chain's {checked} entries has "
+            f"{expected} (nodes inserted, or left behind by removed entries)",
+        )
     orphan = _orphans(conn)
     if orphan is not None and (problem is None or orphan.seq < problem.seq):
         problem = orphan
     head_seq, head_hash = _head_or_none(conn)
     return VerifyReport(
-        entries=checked, head_seq=head_seq, head_hash=head_hash, key_ids=tuple(sorted(keys)), problem=problem
+        entries=checked,
+        head_seq=head_seq,
+        head_hash=head_hash,
+        key_ids=tuple(sorted(keys)),
+        problem=problem,
+        tree_root=tree.root().hex() if problem is None else "",
     )

@@ -5,7 +5,9 @@ The Chromium test also writes ``docs/ledger-site.png``, the screenshot the docs 
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import html
 import re
 import shutil
 import subprocess
@@ -120,12 +122,14 @@ def test_chromium_renders_the_ledger(tmp_path: Path) -> None:
     signer = new_signer(tmp_path)
     url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
     demo_ledger(url, signer).close()
-    run_cli("ledger", "site", tmp_path / "site", "--url", url, "--latest", "6", check=True)
+    key = tmp_path / "validator.key"
+    run_cli("ledger", "site", tmp_path / "site", "--url", url, "--latest", "6", "--key", key, check=True)
     page_url = (tmp_path / "site" / "index.html").as_uri()
     with Ledger.open(url) as ledger:
         head_seq, head_hash = ledger.head()
         advances = ledger.frontier_history()
         latest = ledger.history(limit=6)
+        _, root = ledger.tree_root()
 
     dom = chromium("--dump-dom", page_url, profile=tmp_path / "profile").stdout
     assert "<h1>evalbot ledger</h1>" in dom
@@ -138,6 +142,18 @@ def test_chromium_renders_the_ledger(tmp_path: Path) -> None:
     assert '<a id="download" href="ledger.sqlite" download="">' in dom
     assert "<script" not in dom and "&lt;script&gt;alert('pwned')&lt;/script&gt; &amp; friends" in dom
     assert f'<code title="{sha(50)}">' in dom and 'class="label REJECT">REJECT<' in dom
+    # The signed checkpoint, and each verdict linked to an inclusion proof that verifies offline.
+    checkpoint_text = (tmp_path / "site" / "checkpoint.txt").read_text()
+    root_b64 = base64.b64encode(root).decode()
+    assert checkpoint_text.startswith(f"evalbot.ledger/{signer.key_id}\n{head_seq}\n{root_b64}\n")
+    assert f'<pre id="checkpoint">{html.escape(checkpoint_text)}</pre>' in dom
+    for row in latest:
+        assert f'<a class="proof" href="proofs/{row.seq}.json">entry {row.seq}</a>' in dom
+    proved = run_cli(
+        "ledger", "verify-proof", tmp_path / "site" / "proofs" / f"{latest[0].seq}.json",
+        "--pubkey", tmp_path / "site" / "keys" / f"{signer.key_id}.pub",
+    )
+    assert proved.returncode == 0 and f"ok: entry {latest[0].seq} (evaluation" in proved.stdout, proved.stdout
 
     shot = tmp_path / "site.png"
     chromium(f"--screenshot={shot}", "--window-size=1200,1700", page_url, profile=tmp_path / "profile")
