@@ -26,6 +26,7 @@ line, bounded, with tokens and secret paths redacted.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -597,9 +598,25 @@ class Watcher:
             self.queue.mark_published(entry.id, shown=shown)
             report.published += 1
 
+    def _with_checkpoint(self, outcome: Outcome, recorder: object | None = None) -> Outcome:
+        """``outcome`` with the transparency log's note: the signed checkpoint that includes its ledger
+        entry and the command that verifies the inclusion proof (docs/ledger.md). A ledger that cannot
+        give one leaves the verdict published without it, never unpublished."""
+        note = getattr(recorder if recorder is not None else self.recorder, "transparency_note", None)
+        if note is None or outcome.label is None:
+            return outcome
+        try:
+            text = note(outcome.sha)
+        except EvalbotError as exc:
+            log.warning("no checkpoint for %s in its comment: %s", outcome.sha[:12], exc)
+            return outcome
+        if not text:
+            return outcome
+        return dataclasses.replace(outcome, markdown=outcome.markdown.rstrip() + "\n\n" + text)
+
     def _publish(self, entry: Entry) -> bool:
         """Publish one result; True when the PR's comment and label now show it (not just a status)."""
-        outcome = _outcome(entry)
+        outcome = self._with_checkpoint(_outcome(entry))
         if self.publisher is None:
             log.info("dry run: would publish %s on %s @ %s", outcome.label or "error", entry.target,
                      entry.sha[:12])

@@ -361,7 +361,7 @@ class FleetWatcher(Watcher):
                 return  # positions change with every verdict; the comment follows at most this often
         earlier = self._earlier(target, want.sha)
         if final:
-            outcome = _combined(want.sha, done)
+            outcome = self._with_checkpoint(_combined(want.sha, done), self.recorders.get(done[0][0]))
             body = render(outcome, earlier)
         else:
             lines = [self._line(cls, job, positions, bool(head and head.recorded_at)) for cls, job, head in rows]

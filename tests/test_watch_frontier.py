@@ -7,10 +7,12 @@ from __future__ import annotations
 import pytest
 from fake_evaluator import evaluations
 from fleet_support import add_fleet, fleet_url, poller, wait_until, worker
+from markdown_support import tokens
 from test_ledger_support import PG_ENV  # noqa: F401  (the database the fleet fixture uses)
 from watch_support import BASKET_TINY, BOT, world
 
 from evalbot.queue.store import State
+from ledger import checkpoint as notes
 
 A_FILES = {"EVAL": "label=M\nreason=A: 6 % faster gemv\n", "gemv_a.cu": "// A's gemv\n"}
 B_FILES = {"EVAL": "label=M\nreason=B: 6 % faster gemv\nover=gemv_a.cu:none:B adds nothing over A\n",
@@ -52,6 +54,12 @@ def test_a_merge_moves_the_frontier_and_the_other_pr_is_measured_again(tmp_path)
             rows = sorted(ledger.find(b), key=lambda r: r.seq)
             assert [(r.label, r.frontier_commit) for r in rows] == [("M", main0), ("none", main1)]
             assert ledger.verify().ok
+            # The comment carries the signed checkpoint that includes B's newest verdict, byte for
+            # byte, and its root is the ledger's at that size.
+            (cp,) = [t.content for t in tokens(comment.body) if t.type == "fence" and t.content.startswith("evalbot.")]
+            signed = notes.parse(cp).checkpoint
+            assert signed.size >= rows[-1].seq and ledger.tree_root(signed.size)[1] == signed.root
+        assert f"evalbot ledger verify-proof proof-{rows[-1].seq}.json" in comment.body
         # A is closed: nothing re-queued for it; and a further pass changes nothing.
         assert [sha for event, sha in evaluations(w.evaldir) if event == "done"].count(a) == 1
         again = watcher.poll_once()
