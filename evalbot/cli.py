@@ -29,6 +29,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
     "worker": ("evalbot.cli_worker", "worker", "Evaluate the fleet's queued jobs on this box's GPUs: one worker "
                "process per GPU."),
     "queue": ("evalbot.cli_queue", "queue", "Show the fleet's jobs: state, queue position, worker, GPU, age."),
+    "frontier": ("evalbot.cli_frontier", "app", "The frontier: the merge queue of open PRs' verified wins."),
     "demo": ("evalbot.demo", "demo", "Run the poller end to end against a local GitHub stand-in: example repo, PRs, "
              "watch, results."),
 }

@@ -51,7 +51,7 @@ def _settings(cfg: Config) -> WatchSettings:
     return WatchSettings(
         repo=g.repo, base_branch=g.base_branch, include_drafts=g.include_drafts,
         include_forks=g.include_forks, max_attempts=g.max_attempts, poll_interval_s=g.poll_interval_s,
-        retry_backoff_s=g.retry_backoff_s,
+        retry_backoff_s=g.retry_backoff_s, data_dir=cfg.data_dir,
     )
 
 

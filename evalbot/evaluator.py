@@ -32,6 +32,7 @@ from evalbot.fetch import CommitRejected, FetchError, Mirror
 from evalbot.manifest import load_manifest
 from evalbot.pipeline import Cancelled, Job, ModelResult, Verdict
 from evalbot.policy import Decision, Policy, gate_limits, label, load_policy, sampling_rule
+from evalbot.rebase import needs_rebase
 from harness.measurements import GateResult, Measurements, SpeedCell
 from reference_runtime import basket
 
@@ -158,9 +159,11 @@ def build_only(config: Config, candidate: Path, arch: str, progress: Progress | 
 
 def evaluate_trees(config: Config, candidate: Path, frontier: Path | None, commits: verdict_doc.Commits, *,
                    policy: Policy | None = None, progress: Progress | None = None,
-                   cancel: threading.Event | None = None, copy_check: copies.CopyCheck | None = None) -> Outcome:
+                   cancel: threading.Event | None = None, copy_check: copies.CopyCheck | None = None,
+                   extra_details: Mapping[str, Any] | None = None) -> Outcome:
     """Evaluate the kernels tree ``candidate`` against ``frontier`` (None: the runtime's baselines);
-    with ``copy_check``, a derivative of an earlier contribution earns `none` (:mod:`evalbot.copies`)."""
+    with ``copy_check``, a derivative of an earlier contribution earns `none` (:mod:`evalbot.copies`).
+    ``extra_details`` go into the verdict document's details as they are (``needs_rebase``)."""
     say = progress or (lambda _msg: None)
     policy = policy or load_policy(basket_set=config.basket.set)
     started = datetime.now(UTC)
@@ -174,7 +177,7 @@ def evaluate_trees(config: Config, candidate: Path, frontier: Path | None, commi
     gpu, driver = _gpu_identity()
     models = basket_models(config)
     identities: list[verdict_doc.ModelIdentity] = []
-    details: dict[str, Any] = {"build": report.to_dict()}
+    details: dict[str, Any] = {"build": report.to_dict(), **(extra_details or {})}
 
     def finish(m: Measurements) -> Outcome:
         decision = label(m, policy)
@@ -326,16 +329,19 @@ class WatchEvaluator:
                     front = mirror.export(job.baseline_sha, Path(tmp) / "frontier")
                 except CommitRejected as exc:  # the frontier's size is not this candidate's fault
                     raise FetchError(f"the frontier {job.baseline_sha[:12]}: {exc}") from None
-            check = self._copy_check(mirror, job, cand, front, Path(tmp)) if job.kind == "pr" else None
+            check, extra = None, {}
+            if job.kind == "pr":
+                base = mirror.export(job.base_sha, Path(tmp) / "base") if job.base_sha != job.baseline_sha else front
+                check = self._copy_check(job, cand, front, base)
+                extra["needs_rebase"] = needs_rebase(cand, base, front)
             _check_cancel(cancel)
             commits = verdict_doc.Commits(job.repo, job.sha, job.baseline_sha, job.pr_number)
             return evaluate_trees(self.config, cand, front, commits, policy=self.policy, cancel=cancel,
-                                  copy_check=check)
+                                  copy_check=check, extra_details=extra)
 
-    def _copy_check(self, mirror: Mirror, job: Job, cand: Path, front: Path | None, tmp: Path) -> copies.CopyCheck:
+    def _copy_check(self, job: Job, cand: Path, front: Path | None, base: Path | None) -> copies.CopyCheck:
         """The candidate's contribution (what it changes against its base) against every earlier one
         by another author; recorded for the PRs that come after it."""
-        base = mirror.export(job.base_sha, tmp / "base") if job.base_sha != job.baseline_sha else front
         base_sources = copies.tree_sources(base) if base is not None else {}
         mine = copies.Contribution(job.pr_number, job.author, job.sha,
                                    copies.contributed(copies.tree_sources(cand), base_sources))

@@ -159,6 +159,10 @@ def markdown(doc: Mapping[str, Any]) -> str:
         if len(m["gates"]) > _MAX_GATE_ROWS:
             lines += ["", f"… and {len(m['gates']) - _MAX_GATE_ROWS} more gates (all are in the verdict JSON)"]
         lines += ["", "</details>", ""]
+    stale = (doc.get("details") or {}).get("needs_rebase") or []
+    if stale:
+        lines += [f"- needs rebase: the frontier changed {', '.join(inline(str(x), 80) for x in stale[:20])} "
+                  "since this PR's base; merging it as is would replace that work", ""]
     logs = _failed_logs(doc)
     if logs:
         lines += ["<details><summary>compiler output</summary>", ""]

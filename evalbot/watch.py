@@ -39,6 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from evalbot import ranking
 from evalbot.config import Config
 from evalbot.errors import EvalbotError
 from evalbot.faults import Fault, classify
@@ -127,6 +128,7 @@ class WatchSettings:
     poll_interval_s: float
     secrets: tuple[str, ...] = ()  # redacted from evaluator errors (see :func:`secrets_of`)
     retry_backoff_s: float = 60.0  # before the 2nd attempt after a transient failure; doubles per attempt
+    data_dir: Path | None = None  # where the merge queue is written (evalbot.ranking); None: nowhere
 
 
 @dataclass
@@ -385,6 +387,7 @@ class Watcher:
                 else:
                     self._retry_failed(entry, report)
         self._requeue_stale(entries, report)
+        self._write_merge_queue(entries, report)
         heads = {f"pr/{number}": pull.head_sha for number, pull in current.items()}
         for entry in self.queue.republish_stale(self.s.repo, heads):
             log.info("%s is back at %s: publishing its stored result again (not evaluating it again)",
@@ -444,6 +447,22 @@ class Watcher:
             log.info("re-queued PR #%d @ %s: %s (its %s no longer holds)", number, entry.sha[:12], why,
                      verdict.get("label"))
             self._show_pending(number, requeued, why, report)
+
+    def _write_merge_queue(self, entries: dict[int, Entry], report: PollReport) -> None:
+        """The open PRs' wins ranked against the live frontier, for ``evalbot frontier queue``."""
+        if self.s.data_dir is None or self.publisher is None:
+            return
+        try:
+            live = self.recorder.frontier(self.s.repo, self.s.base_branch)
+        except EvalbotError as exc:
+            self._error(report, exc)
+            return
+        found = [ranking.candidate(n, e.sha, str(e.job.get("author", "")), e.verdict, live)
+                 for n, e in entries.items() if e.state == State.DONE and e.verdict is not None]
+        try:
+            ranking.write(self.s.data_dir, live, ranking.rank(c for c in found if c is not None))
+        except OSError as exc:
+            self._error(report, f"writing the merge queue: {exc}")
 
     def _show_pending(self, number: int, entry: Entry, why: str, report: PollReport) -> None:
         """The PR says its verdict is being re-measured, and carries no label until it is."""

@@ -173,3 +173,12 @@ def test_terminal_report_passes_no_control_characters_or_markup():
     text = out.getvalue()
     assert "\x1b" not in text and "\x07" not in text
     assert "\\x1b[2J\\x1b]8;;http://x.example\\x07PWN [red]red[/red]" in text
+
+
+def test_a_pr_that_needs_a_rebase_says_which_slots_the_frontier_changed():
+    doc = make(uniform(0.2))
+    doc["details"] = {"needs_rebase": ["gemv_q4_k", "x`y\n### evalbot: XL"]}
+    md = verdict.markdown(doc)
+    assert "- needs rebase: the frontier changed `gemv_q4_k`" in md
+    assert headings(md) == headings(verdict.markdown(make(uniform(0.2))))  # the hostile name adds no heading
+    assert "needs rebase" not in verdict.markdown(make(uniform(0.2)))

@@ -4,6 +4,9 @@ their frontiers. Real git, the GitHub stand-in, a real ledger and the scripted e
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from fake_evaluator import evaluations
 from fleet_support import add_fleet, fleet_url, poller, wait_until, worker
@@ -11,6 +14,7 @@ from markdown_support import tokens
 from test_ledger_support import PG_ENV  # noqa: F401  (the database the fleet fixture uses)
 from watch_support import BASKET_TINY, BOT, world
 
+from evalbot import ranking
 from evalbot.queue.store import State
 from ledger import checkpoint as notes
 
@@ -30,6 +34,12 @@ def test_a_merge_moves_the_frontier_and_the_other_pr_is_measured_again(tmp_path)
         watcher = w.watcher()
         assert watcher.poll_once().ok
         assert pull_a.labels == pull_b.labels == ["eval:M"]  # both against main0
+        _, front, ranked = ranking.read(w.cfg.data_dir)
+        assert front == main0 and [(c.pr, c.label, c.current) for c in ranked] == [
+            (pull_a.number, "M", True), (pull_b.number, "M", True)]
+        shown = subprocess.run([sys.executable, "-m", "evalbot", "frontier", "queue", "--config", str(w.config_path)],
+                               capture_output=True, text=True, check=True).stdout
+        assert f"#{pull_a.number}" in shown and "alice" in shown and "bob" in shown
 
         # A merges: main gets A's tree; the base job verifies it and the frontier moves to it.
         s.close_pull(pull_a)
@@ -60,6 +70,8 @@ def test_a_merge_moves_the_frontier_and_the_other_pr_is_measured_again(tmp_path)
             signed = notes.parse(cp).checkpoint
             assert signed.size >= rows[-1].seq and ledger.tree_root(signed.size)[1] == signed.root
         assert f"evalbot ledger verify-proof proof-{rows[-1].seq}.json" in comment.body
+        # B's none is no win: the merge queue is empty (A is merged, B adds nothing).
+        assert ranking.read(w.cfg.data_dir)[1:] == (main1, [])
         # A is closed: nothing re-queued for it; and a further pass changes nothing.
         assert [sha for event, sha in evaluations(w.evaldir) if event == "done"].count(a) == 1
         again = watcher.poll_once()

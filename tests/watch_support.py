@@ -53,7 +53,7 @@ class World:
         recorder, engine = open_recorder(cfg, read_only=dry_run)
         queue = JobQueue.in_memory() if dry_run or engine is None else JobQueue(engine)
         settings = WatchSettings(g.repo, g.base_branch, g.include_drafts, g.include_forks, g.max_attempts,
-                                 g.poll_interval_s, secrets_of(cfg, TOKEN), g.retry_backoff_s)
+                                 g.poll_interval_s, secrets_of(cfg, TOKEN), g.retry_backoff_s, cfg.data_dir)
         publisher = None if dry_run else Publisher(client, g.status_context)
         return Watcher(settings, client, queue, FakeEvaluator(self.evaldir), recorder, publisher)
 
