@@ -1,7 +1,8 @@
 """Copy a ledger into another database (``evalbot ledger migrate --to``): SQLite to PostgreSQL.
 
 Rows are copied as they are, column by column, in the order foreign keys need (signing keys,
-entries, evaluations, measurements, frontier advances), then the chain head: the hashes and
+entries, evaluations, measurements, frontier advances, then the transparency log's tree nodes,
+witnessed checkpoints and cosignatures), then the chain head: the hashes and
 signatures are the source's own, so the copy verifies with the same keys, and a row changed on the
 way would show as a broken link. The copy is one transaction on the target: it lands whole or not
 at all. The source is verified first and left untouched; a target that already holds entries is
@@ -20,10 +21,21 @@ from sqlalchemy import Table, func, inspect, select, text, update
 
 from ledger.engine import describe_url, make_engine
 from ledger.errors import LedgerError
-from ledger.models import ChainHead, Entry, Evaluation, FrontierAdvance, Measurement, SigningKey
+from ledger.models import (
+    ChainHead,
+    Cosignature,
+    Entry,
+    Evaluation,
+    FrontierAdvance,
+    Measurement,
+    SigningKey,
+    TreeNode,
+    WitnessedCheckpoint,
+)
 
 TABLES: tuple[Table, ...] = tuple(
-    m.__table__ for m in (SigningKey, Entry, Evaluation, Measurement, FrontierAdvance)  # type: ignore[misc]
+    m.__table__  # type: ignore[misc]
+    for m in (SigningKey, Entry, Evaluation, Measurement, FrontierAdvance, TreeNode, WitnessedCheckpoint, Cosignature)
 )
 _BATCH = 500
 
@@ -53,7 +65,7 @@ def copy_ledger(source_url: str, target_url: str, extra: Sequence[Table] = ()) -
     try:
         schema.upgrade(target, target_where)
         present = set(inspect(source).get_table_names()) & set(inspect(target).get_table_names())
-        tables = [*TABLES, *(t for t in extra if t.name in present)]
+        tables = [t for t in (*TABLES, *extra) if t.name in present]
         counts: dict[str, int] = {}
         with source.connect() as src, target.begin() as dst:
             if dst.scalar(select(func.count()).select_from(Entry.__table__)):
