@@ -139,7 +139,7 @@ def test_every_evalbot_command_named_in_a_message_exists():
     group = typer.main.get_group(app)
     named: set[tuple[str, str]] = set()
     for path in [*(ROOT / "evalbot" / "build").glob("*.py"), ROOT / "evalbot" / "config.py",
-                 ROOT / "evalbot" / "cli_build.py"]:
+                 ROOT / "evalbot" / "cli" / "build.py"]:
         named.update(re.findall(r"`evalbot ([a-z][a-z-]*)( [a-z][a-z-]*)?", path.read_text()))
     assert ("build-image", "") in named  # the docker backend's "image is not present"
     for command, sub in named:

@@ -13,7 +13,7 @@ import pytest
 
 from evalbot.cli import LAZY_COMMANDS, load_command
 
-HEAVY = ("sqlalchemy", "alembic", "github", "docker", "ledger", "evalbot.cli_ledger", "evalbot.cli_watch")
+HEAVY = ("sqlalchemy", "alembic", "github", "docker", "ledger", "evalbot.cli.ledger", "evalbot.cli.watch")
 
 # Runs main() with the given arguments, then prints which heavy modules were imported.
 PROBE = """

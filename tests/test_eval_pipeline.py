@@ -216,7 +216,7 @@ def test_nvcc_release_is_one_short_line():
 
 
 def test_eval_takes_the_ledgers_frontier_as_its_default_baseline(tmp_path: Path):
-    from evalbot.cli_eval import ledger_frontier
+    from evalbot.cli.eval import ledger_frontier
     from evalbot.config import Config, LedgerConfig
     from evalbot.ledger_recorder import basket_id
     from ledger.api import Ledger

@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from evalbot.cli_watch import _logging
+from evalbot.cli.watch import _logging
 from evalbot.config import Config, load_config
 from evalbot.errors import EvalbotError
 from evalbot.pipeline import DEFAULT_EVALUATOR, load_evaluator

@@ -23,13 +23,13 @@ from reference_runtime.errors import ReferenceRuntimeError
 # name -> (module, attribute: a typer.Typer sub-app or a command function, its one-line help).
 # tests/test_cli_startup.py keeps each help line equal to the loaded command's own.
 LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
-    "ledger": ("evalbot.cli_ledger", "app", "The public ledger: query, export, verify, publish."),
-    "watch": ("evalbot.cli_watch", "watch", "Poll GitHub for new PR heads and base-branch commits, evaluate each "
+    "ledger": ("evalbot.cli.ledger", "app", "The public ledger: query, export, verify, publish."),
+    "watch": ("evalbot.cli.watch", "watch", "Poll GitHub for new PR heads and base-branch commits, evaluate each "
               "once, comment, label, record."),
-    "worker": ("evalbot.cli_worker", "worker", "Evaluate the fleet's queued jobs on this box's GPUs: one worker "
+    "worker": ("evalbot.cli.worker", "worker", "Evaluate the fleet's queued jobs on this box's GPUs: one worker "
                "process per GPU."),
-    "queue": ("evalbot.cli_queue", "queue", "Show the fleet's jobs: state, queue position, worker, GPU, age."),
-    "frontier": ("evalbot.cli_frontier", "app", "The frontier: the merge queue of open PRs' verified wins."),
+    "queue": ("evalbot.cli.queue", "queue", "Show the fleet's jobs: state, queue position, worker, GPU, age."),
+    "frontier": ("evalbot.cli.frontier", "app", "The frontier: the merge queue of open PRs' verified wins."),
     "demo": ("evalbot.demo", "demo", "Run the poller end to end against a local GitHub stand-in: example repo, PRs, "
              "watch, results."),
 }
@@ -97,12 +97,13 @@ def example_repo(
 
 
 def _mount() -> None:
-    from evalbot import cli_build, cli_eval, cli_models
+    from evalbot.cli import build, models
+    from evalbot.cli import eval as eval_cmd
 
-    app.add_typer(cli_models.app, name="models")
-    app.command()(cli_models.reference)
-    cli_build.register(app)
-    cli_eval.register(app)
+    app.add_typer(models.app, name="models")
+    app.command()(models.reference)
+    build.register(app)
+    eval_cmd.register(app)
     app.command("example-repo")(example_repo)
 
 
