@@ -244,7 +244,6 @@ def test_evaluator_spec_errors_are_one_line():
 def test_a_ledger_from_before_the_queue_is_migrated_keeping_its_rows(ledger_cfg):
     from ledger import Signer, schema
     from ledger.engine import make_engine
-
     from ledger.models import TreeNode
 
     engine = make_engine(ledger_cfg.ledger_url)
