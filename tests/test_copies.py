@@ -158,7 +158,7 @@ def test_the_watch_evaluator_flags_a_pr_that_copies_an_earlier_one(tmp_path):
         work = tmp_path / f"job{n}"
         work.mkdir()
         front = mirror.export(base, work / "frontier")
-        check = evaluator._copy_check(mirror, job, mirror.export(job.sha, work / "candidate"), front, work)
+        check = evaluator._copy_check(job, mirror.export(job.sha, work / "candidate"), front, front)
         # The contribution is the file the PR adds, not the base's files it carries along.
         assert list(check.candidate.sources) == [{1: "gemv_q4_k.cu", 2: "q4k.cu", 3: "rmsnorm.cu"}[n]]
         findings[n] = check.run(RULE)
@@ -168,18 +168,33 @@ def test_the_watch_evaluator_flags_a_pr_that_copies_an_earlier_one(tmp_path):
 
 
 def test_the_contribution_store_is_bounded_and_survives_a_damaged_file(tmp_path, monkeypatch):
-    import os
-
     from evalbot import contribution_store
     from evalbot.contribution_store import ContributionStore
 
     monkeypatch.setattr(contribution_store, "MAX_KEPT", 3)
+    clock = iter(range(1_700_000_000, 1_700_000_100))
+    monkeypatch.setattr(contribution_store.time, "time", lambda: float(next(clock)))
     store = ContributionStore(tmp_path, "acme/kernels")
     for n in range(5):
         store.record(pr(n + 1, f"author{n}", {"k.cu": f"// {n}"}))
-        os.utime(store.dir / f"{n + 1:040x}.json", (1_700_000_000 + n, 1_700_000_000 + n))
     assert [c.pr for c in store.earlier("none")] == [3, 4, 5]  # the oldest went, oldest first
     (store.dir / f"{4:040x}.json").write_text("{not json")
-    assert [c.pr for c in store.earlier(f"{5:040x}")] == [3]  # itself excluded, the damaged one dropped
+    assert [c.pr for c in store.earlier(f"{5:040x}")] == [3]  # seen before #5 only; the damaged one dropped
     assert not (store.dir / f"{4:040x}.json").exists()
     assert ContributionStore(tmp_path, "other/repo").earlier("x") == []
+
+
+def test_an_original_measured_again_is_not_the_copy_of_its_copy(tmp_path):
+    # The frontier moves and both PRs are re-evaluated, the copy first: the original's head was
+    # seen first, so only the copy is compared with it.
+    from evalbot.contribution_store import ContributionStore
+
+    store = ContributionStore(tmp_path, "acme/kernels")
+    original, copy = pr(7, "alice", {"a.cu": FASTER}), pr(9, "mallory", {"b.cu": disguise(FASTER)})
+    store.record(original)
+    store.record(copy)
+    store.record(copy)  # re-recorded on its re-evaluation: keeps its first-seen time
+    assert [c.pr for c in store.earlier(original.commit)] == []
+    assert [c.pr for c in store.earlier(copy.commit)] == [7]
+    assert copies.check(original, store.earlier(original.commit), RULE, COMMON).level == "ok"
+    assert copies.check(copy, store.earlier(copy.commit), RULE, COMMON).level == "block"
