@@ -434,7 +434,7 @@ class Watcher:
             if entry.state != State.DONE or verdict is None or verdict.get("label") in (None, "REJECT"):
                 continue
             measured = verdict.get("baseline_sha")
-            if live is not None and measured != live:
+            if live is not None and measured != live and entry.sha != live:  # a head that is the frontier stays
                 why = f"the frontier moved from {(measured or 'none')[:12]} to {live[:12]}"
             elif policy is not None and verdict.get("policy_hash") not in (None, policy):
                 why = f"the policy changed to {policy[:12]}"

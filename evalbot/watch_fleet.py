@@ -248,7 +248,8 @@ class FleetWatcher(Watcher):
                   and job.frontier != self._baseline(want, frontiers.get(head.gpu_class))):
                 reason = "the frontier moved: queued again against the new one"
             elif (job is not None and job.state == JobState.DONE and head.target.startswith("pr/")
-                  and not stays(job) and job.frontier != self._baseline(want, frontiers.get(head.gpu_class))):
+                  and not stays(job) and want.sha != frontiers.get(head.gpu_class)
+                  and job.frontier != self._baseline(want, frontiers.get(head.gpu_class))):
                 reason = "the frontier moved: measured again against the new one"
             if reason is None:
                 kept.add((head.target, head.sha, head.gpu_class))

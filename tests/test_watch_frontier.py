@@ -125,3 +125,20 @@ def test_the_fleet_measures_the_open_pr_again_when_a_merge_moves_the_frontier(tm
 @pytest.fixture
 def url(tmp_path):
     yield from fleet_url(tmp_path)
+
+
+def test_a_pr_head_that_became_the_frontier_is_not_measured_again_and_again(tmp_path):
+    # Merged by fast-forward: main points at the PR's own head while the PR still shows as open.
+    with world(tmp_path) as w:
+        s = w.standin
+        head = s.commit(w.repo, "ff", A_FILES, author="alice")
+        s.open_pull(w.repo, w.repo, "ff", "fast-forward me", author="alice")
+        watcher = w.watcher()
+        watcher.poll_once()
+        s.push_existing(w.repo, "main", head)
+        for _ in range(4):
+            watcher.poll_once()
+        with w.ledger() as ledger:
+            assert ledger.frontier(BASKET_TINY, "test-gpu").commit_sha == head
+        # Evaluated once, as the PR head (the base branch's job takes that verdict over), never again.
+        assert [sha for event, sha in evaluations(w.evaldir) if event == "done"].count(head) == 1
