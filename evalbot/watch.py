@@ -386,8 +386,13 @@ class Watcher:
                     log.info("queued PR #%d @ %s by %s", pull.number, pull.head_sha[:12], pull.author)
                 else:
                     self._retry_failed(entry, report)
-        self._requeue_stale(entries, report)
-        self._write_merge_queue(entries, report)
+        try:
+            live = self.recorder.frontier(self.s.repo, self.s.base_branch)
+        except EvalbotError as exc:
+            self._error(report, exc)
+        else:
+            self._requeue_stale(entries, live, report)
+            self._write_merge_queue(entries, live, report)
         heads = {f"pr/{number}": pull.head_sha for number, pull in current.items()}
         for entry in self.queue.republish_stale(self.s.repo, heads):
             log.info("%s is back at %s: publishing its stored result again (not evaluating it again)",
@@ -418,16 +423,11 @@ class Watcher:
         else:
             self._retry_failed(entry, report)
 
-    def _requeue_stale(self, entries: dict[int, Entry], report: PollReport) -> None:
+    def _requeue_stale(self, entries: dict[int, Entry], live: str | None, report: PollReport) -> None:
         """Open heads whose verdict was measured against an older frontier, or under another policy,
         are queued again: a label is paid against the live frontier, so two PRs that speed up the
         same kernel cannot both keep the win once one of them is merged. A REJECT stays: correctness
         does not depend on the frontier, and a faster frontier only widens a regression."""
-        try:
-            live = self.recorder.frontier(self.s.repo, self.s.base_branch)
-        except EvalbotError as exc:
-            self._error(report, exc)
-            return
         policy = getattr(getattr(self.evaluator, "policy", None), "sha256", None)
         for number, entry in entries.items():
             verdict = entry.verdict
@@ -448,14 +448,9 @@ class Watcher:
                      verdict.get("label"))
             self._show_pending(number, requeued, why, report)
 
-    def _write_merge_queue(self, entries: dict[int, Entry], report: PollReport) -> None:
+    def _write_merge_queue(self, entries: dict[int, Entry], live: str | None, report: PollReport) -> None:
         """The open PRs' wins ranked against the live frontier, for ``evalbot frontier queue``."""
         if self.s.data_dir is None or self.publisher is None:
-            return
-        try:
-            live = self.recorder.frontier(self.s.repo, self.s.base_branch)
-        except EvalbotError as exc:
-            self._error(report, exc)
             return
         found = [ranking.candidate(n, e.sha, str(e.job.get("author", "")), e.verdict, live)
                  for n, e in entries.items() if e.state == State.DONE and e.verdict is not None]

@@ -128,6 +128,6 @@ def test_compare_two_validators(tmp_path: Path) -> None:
 
     shown = run_cli("ledger", "compare", a_url, b_url, "--json", check=True)
     doc = json.loads(shown.stdout)
-    assert doc["both"] == 4 and doc["agreement"] == 0.75 and doc["disagreements"][0]["b"] == "M"
+    assert doc["both"] == 4 and doc["agreement"] == pytest.approx(0.75) and doc["disagreements"][0]["b"] == "M"
     text = run_cli("ledger", "compare", a_url, b_url, check=True).stdout
     assert "4 commits evaluated by both (2 only by A, 2 only by B); labels agree on 3 (75.0%)" in text
