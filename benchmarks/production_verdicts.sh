@@ -14,7 +14,7 @@ cd "$ROOT"
 SITE=${PV_SITE:-/tmp/site}
 MODELS=${PROD_MODELS:-/tmp/prod}
 WORK=${PV_WORK:-/tmp/pvwork}
-RES=$WORK/results
+RES=${PV_RES:-$WORK/results}  # PV_RES=$OUT: a cut-off call still brings back what it wrote
 KEYS=(qwen3moe-30b-a3b gemma4-26b-a4b)
 mkdir -p "$RES" "$MODELS" "$WORK/data/models"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$SITE:$ROOT${PYTHONPATH:+:$PYTHONPATH}"

@@ -248,12 +248,20 @@ def _gpu_identity() -> tuple[str, str]:
 def _kernel_gates(kernels: Mapping[str, Any], models: Mapping[str, Path], policy: Policy,
                   seed: int) -> list[GateResult]:
     from harness.kernel_gates import KernelGateError, basket_envs, run_kernel_gates
+    from harness.kernel_gates.sanitize import sanitize
 
+    fixed = basket_envs(list(models.values()), set(kernels))
     try:
-        return list(run_kernel_gates(kernels, basket_envs(list(models.values()), set(kernels)), seed,
-                                     policy.kernel_tolerances, policy.kernel_fuzz_cases, timeout_s=300.0))
+        gates = list(run_kernel_gates(kernels, fixed, seed, policy.kernel_tolerances, policy.kernel_fuzz_cases,
+                                      timeout_s=300.0, repeats=policy.kernel_repeats))
+        # A slot that already failed is a REJECT; sanitizing it would only risk its hang again.
+        clean = {g.name.removeprefix("kernel:") for g in gates if g.passed}
+        rule = policy.sanitizer
+        gates.extend(sanitize({s: k for s, k in kernels.items() if s in clean}, fixed, seed, rule.tools,
+                              rule.fuzz_cases, timeout_s=rule.timeout_s))
     except KernelGateError as exc:  # the gates themselves broke, not the candidate: retry later
         raise EvalbotError(f"kernel gates could not run: {exc}") from None
+    return gates
 
 
 def _session(config: Config, policy: Policy, key: str, path: Path, candidate: Mapping[str, Any],

@@ -44,6 +44,16 @@ class CopyRule:
 
 
 @dataclass(frozen=True)
+class SanitizerRule:
+    tools: tuple[str, ...]  # compute-sanitizer tools run on every overridden slot's gate cases
+    fuzz_cases: int  # fuzzed shapes under the sanitizer, besides the basket's own
+    timeout_s: float  # per (slot, tool): a sanitizer run past it is the validator's fault, retried
+
+
+SANITIZER_TOOLS = ("memcheck", "racecheck", "synccheck", "initcheck")
+
+
+@dataclass(frozen=True)
 class Policy:
     version: int
     sha256: str
@@ -67,6 +77,8 @@ class Policy:
     thresholds: dict[str, float]  # label -> minimum headroom closed
     kernel_tolerances: dict[str, float]  # slot family (harness.kernel_gates.TOLERANCE_FAMILIES) -> limit
     kernel_fuzz_cases: int  # fuzzed shapes per gated slot, besides the basket's own
+    kernel_repeats: int  # each gate run launched this many times: every launch graded, differences reported
+    sanitizer: SanitizerRule
     copies: CopyRule
 
 
@@ -94,11 +106,27 @@ def _kernel_tolerances(doc: dict[str, Any], source: str) -> dict[str, float]:
     section = doc.get("kernel_gates")
     if not isinstance(section, dict):
         raise PolicyError(f"{source}: [kernel_gates] is missing")
-    unknown = sorted(set(section) - {*TOLERANCE_FAMILIES, "fuzz_cases"})
+    unknown = sorted(set(section) - {*TOLERANCE_FAMILIES, "fuzz_cases", "repeats"})
     if unknown:
-        raise PolicyError(f"{source}: [kernel_gates] unknown key {unknown[0]!r} (known: fuzz_cases, "
+        raise PolicyError(f"{source}: [kernel_gates] unknown key {unknown[0]!r} (known: fuzz_cases, repeats, "
                           f"{', '.join(TOLERANCE_FAMILIES)})")
     return {name: _number(doc, "kernel_gates", name, source, 0.0, 1.0) for name in TOLERANCE_FAMILIES}
+
+
+def _sanitizer(doc: dict[str, Any], source: str) -> SanitizerRule:
+    section = doc.get("sanitizer")
+    if not isinstance(section, dict):
+        raise PolicyError(f"{source}: [sanitizer] is missing")
+    unknown = sorted(set(section) - {"tools", "fuzz_cases", "timeout_s"})
+    if unknown:
+        raise PolicyError(f"{source}: [sanitizer] unknown key {unknown[0]!r} (known: tools, fuzz_cases, timeout_s)")
+    tools = section.get("tools")
+    if (not isinstance(tools, list) or not all(isinstance(t, str) and t in SANITIZER_TOOLS for t in tools)
+            or len(set(tools)) != len(tools)):
+        raise PolicyError(f"{source}: [sanitizer] tools must be a list of distinct names from "
+                          f"{', '.join(SANITIZER_TOOLS)}, got {tools!r}")
+    return SanitizerRule(tuple(tools), _integer(doc, "sanitizer", "fuzz_cases", source, 0, 100),
+                         _number(doc, "sanitizer", "timeout_s", source, 1.0, 7200.0))
 
 
 def _contexts(doc: dict[str, Any], source: str) -> tuple[int, ...]:
@@ -141,6 +169,8 @@ def parse_policy(data: bytes, source: str) -> Policy:
         thresholds={name: _number(doc, "labels", name, source, 0.0, 1.0) for name in LABELS},
         kernel_tolerances=_kernel_tolerances(doc, source),
         kernel_fuzz_cases=_integer(doc, "kernel_gates", "fuzz_cases", source, 0, 1000),
+        kernel_repeats=_integer(doc, "kernel_gates", "repeats", source, 1, 100),
+        sanitizer=_sanitizer(doc, source),
         copies=CopyRule(
             warn=_number(doc, "copies", "warn", source, 0.0, 1.0),
             block=_number(doc, "copies", "block", source, 0.0, 1.0),

@@ -285,8 +285,8 @@ KERNEL = SlotKernel(Path("/nonexistent.cubin"), (LaunchSpec("k", Const((1,)), Co
 def fake_worker(faulty: dict[str, Exception]):
     calls: list[list[str]] = []
 
-    def run_contained(fn, overrides, fixed, seed, tol, fuzz, *, timeout_s):
-        assert fn is launch._gate_job and seed == SEED and tol == TOL and fuzz == 2
+    def run_contained(fn, overrides, fixed, seed, tol, fuzz, repeats, *, timeout_s):
+        assert fn is launch._gate_job and seed == SEED and tol == TOL and fuzz == 2 and repeats == 1
         chosen = sorted(overrides)
         calls.append(chosen)
         for slot in chosen:

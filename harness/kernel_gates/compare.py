@@ -76,10 +76,24 @@ class Outcome:
     run: str  # the run's label
     error: float
     note: str
+    varies: tuple[str, ...] = ()  # outputs whose bytes differed between launches of this run
 
 
-def summarize(slot: str, limit: float, outcomes: Sequence[Outcome]) -> GateResult:
-    """The slot's gate from its runs: failed if any run is over the limit (or not comparable)."""
+def _variation(outcomes: Sequence[Outcome], repeats: int) -> str:
+    varied = [o for o in outcomes if o.varies]
+    if repeats < 2:
+        return ""
+    if not varied:
+        return f"; {repeats} launches per run, identical outputs"
+    w = varied[0]
+    where = ("fuzzed shape " if w.case.fuzzed else "") + w.case.describe(w.run)
+    return (f"; outputs differ between its {repeats} launches on {len(varied)} of {len(outcomes)} runs "
+            f"(first: {', '.join(w.varies)} on {where})")
+
+
+def summarize(slot: str, limit: float, outcomes: Sequence[Outcome], repeats: int = 1) -> GateResult:
+    """The slot's gate from its runs: failed if any run is over the limit (or not comparable); the
+    detail says whether repeated launches of one run gave different outputs."""
     name = f"kernel:{slot}"
     if not outcomes:
         return GateResult(name, FUZZ, True, 0.0, limit, "no cases: the basket does not use the slot and no "
@@ -92,9 +106,11 @@ def summarize(slot: str, limit: float, outcomes: Sequence[Outcome]) -> GateResul
         w = max(failed, key=lambda o: o.error)
         where = ("fuzzed shape " if w.case.fuzzed else "") + w.case.describe(w.run)
         return GateResult(name, w.case.origin, False, w.error, limit,
-                          f"{len(failed)} of {counts} over the limit; worst on {where}: {w.note}")
+                          f"{len(failed)} of {counts} over the limit; worst on {where}: {w.note}"
+                          + _variation(outcomes, repeats))
     w = max(outcomes, key=lambda o: o.error)
     where = "a fuzzed shape" if w.case.fuzzed else w.case.describe(w.run)
-    return GateResult(name, w.case.origin, True, w.error, limit, f"{counts}; worst on {where}")
+    return GateResult(name, w.case.origin, True, w.error, limit,
+                      f"{counts}; worst on {where}" + _variation(outcomes, repeats))
 
 

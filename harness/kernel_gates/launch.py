@@ -66,9 +66,11 @@ def _execute(slot: str, kernel: SlotKernel, case: Case, run: Run, n_sm: int
 
 
 def check_slot(slot: str, kernel: SlotKernel, slot_cases: Sequence[Case], tolerances: Mapping[str, float],
-               n_sm: int | None = None) -> GateResult:
+               n_sm: int | None = None, repeats: int = 1) -> GateResult:
     """Run ``kernel`` as ``slot`` on every case (in this process, on the current CUDA device) and
-    grade it. A launch that cannot be made (no such entry, bad geometry) fails the gate; any other
+    grade it. Each run is launched ``repeats`` times on the same inputs: the worst launch counts, and
+    outputs that differ between launches are named in the gate's detail. A launch that cannot be
+    made (no such entry, bad geometry) fails the gate; any other
     error while the kernel runs is raised as :class:`GateFault` (the CUDA context may be dead)."""
     from reference_runtime.runtime.launch import LaunchError
 
@@ -82,29 +84,36 @@ def check_slot(slot: str, kernel: SlotKernel, slot_cases: Sequence[Case], tolera
         if case.slot != slot:
             raise KernelGateError(f"a {case.slot} case given to the {slot} gate")
         for run in runs(case):
-            try:
-                got, violations = _execute(slot, kernel, case, run, n_sm)
-            except LaunchError as exc:
-                outcomes.append(Outcome(case, run.label, math.inf, f"launch failed: {exc}"))
-                return summarize(slot, limit, outcomes)
-            except Exception as exc:
-                where = ("a fuzzed shape " if case.fuzzed else "") + case.describe(run.label)
-                raise GateFault(f"{slot}: {type(exc).__name__}: {exc} (while running {where})") from None
-            if violations:
-                outcomes.append(Outcome(case, run.label, math.inf, "; ".join(violations)))
-            else:
-                outcomes.append(Outcome(case, run.label, *score(slot, run, got)))
-    return summarize(slot, limit, outcomes)
+            graded: list[tuple[float, str]] = []
+            first: dict[str, np.ndarray] | None = None
+            varies: set[str] = set()
+            for _ in range(repeats):
+                try:
+                    got, violations = _execute(slot, kernel, case, run, n_sm)
+                except LaunchError as exc:
+                    outcomes.append(Outcome(case, run.label, math.inf, f"launch failed: {exc}"))
+                    return summarize(slot, limit, outcomes)
+                except Exception as exc:
+                    where = ("a fuzzed shape " if case.fuzzed else "") + case.describe(run.label)
+                    raise GateFault(f"{slot}: {type(exc).__name__}: {exc} (while running {where})") from None
+                graded.append((math.inf, "; ".join(violations)) if violations else score(slot, run, got))
+                if first is None:
+                    first = got
+                else:
+                    varies |= {name for name in run.expect if got[name].tobytes() != first[name].tobytes()}
+            error, note = max(graded, key=lambda g: g[0])
+            outcomes.append(Outcome(case, run.label, error, note, tuple(sorted(varies))))
+    return summarize(slot, limit, outcomes, repeats)
 
 
 def _gate_job(overrides: Mapping[str, SlotKernel], fixed: Mapping[str, Sequence[FixedShape]], seed: int,
-              tolerances: Mapping[str, float], fuzz_cases: int) -> tuple[GateResult, ...]:
+              tolerances: Mapping[str, float], fuzz_cases: int, repeats: int) -> tuple[GateResult, ...]:
     """The worker's side of :func:`run_kernel_gates`."""
     from reference_runtime.runtime.decode import device_sm_count
 
     n_sm = device_sm_count()
     return tuple(check_slot(slot, overrides[slot], cases(slot, fixed.get(slot, ()), seed, fuzz_cases), tolerances,
-                            n_sm) for slot in sorted(overrides))
+                            n_sm, repeats) for slot in sorted(overrides))
 
 
 _TYPE_PREFIX = re.compile(r"^(\w+): ")
@@ -127,8 +136,8 @@ def _internal(exc: WorkerError) -> bool:
 
 
 def run_kernel_gates(overrides: Mapping[str, SlotKernel], fixed: Mapping[str, Sequence[FixedShape]], seed: int,
-                     tolerances: Mapping[str, float], fuzz_cases: int, *, timeout_s: float = 300.0
-                     ) -> tuple[GateResult, ...]:
+                     tolerances: Mapping[str, float], fuzz_cases: int, *, timeout_s: float = 300.0,
+                     repeats: int = 1) -> tuple[GateResult, ...]:
     """One gate per overridden slot, sorted by slot, computed in a spawned GPU worker.
 
     All slots share one worker. If it faults or hangs, each slot is re-run in a worker of its own,
@@ -147,7 +156,7 @@ def run_kernel_gates(overrides: Mapping[str, SlotKernel], fixed: Mapping[str, Se
         subset = {s: overrides[s] for s in chosen}
         shapes = {s: list(fixed.get(s, ())) for s in chosen}
         try:
-            return run_contained(_gate_job, subset, shapes, seed, tol, fuzz_cases, timeout_s=timeout_s)
+            return run_contained(_gate_job, subset, shapes, seed, tol, fuzz_cases, repeats, timeout_s=timeout_s)
         except WorkerError as exc:
             if _internal(exc):
                 raise KernelGateError(f"the kernel gates failed: {exc}") from None
