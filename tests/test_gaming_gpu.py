@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from evalbot import verdict
+from evalbot import safe_expr, verdict
+from evalbot.build.slot_kernels import ExprDims
 from evalbot.config import BasketConfig, Config, PathsConfig
 from evalbot.policy import parse_policy
 from harness import kernel_gates as kg
@@ -126,12 +127,9 @@ def fixed(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return kg.basket_envs([basket.model_path(models, key) for key in basket.SPECS], {ATTN, "rmsnorm"})
 
 
-def head_grid(env: rk.Env) -> tuple[int, ...]:  # module level: the sanitizer's child unpickles it
-    return (env["n_head"],)
-
-
 def gaming_kernel(arch: str, tmp_path: Path, kind: str, entry: str) -> SlotKernel:
-    grid = head_grid if kind == "attn" else Const((1,))
+    # Geometry as a manifest gives it: the sanitizer's child process unpickles it.
+    grid = ExprDims((safe_expr.parse("n_head", ["n_head"]),)) if kind == "attn" else Const((1,))
     block = Const((128,)) if kind == "attn" else Const((64,))
     return SlotKernel(compile_cubin(GAMING / SOURCE[kind], arch, tmp_path), (LaunchSpec(entry, grid, block),),
                       Const(0), origin="candidate")
