@@ -36,7 +36,7 @@ pytest.importorskip("cupy")
 GAMING = Path(__file__).parent / "data" / "gaming_kernels"
 COMMITS = verdict.Commits("example/kernels", "b" * 40, None, None)
 SEED = 0x5A41_7E57
-AUDIT_SEED = 0x5A41_7E58
+AUDIT_SEED = 0x5A41_7E5A
 ATTN = "attn_decode_hd128"  # qwen3moe-tiny's attention: 16 query heads over 2 KV heads
 SLOT_OF = {"attn": ATTN, "rmsnorm": "rmsnorm"}
 GEOMETRY = {"attn": ('["n_head"]', "[128]"), "rmsnorm": ("[1]", "[64]")}
