@@ -1,7 +1,8 @@
 """Anti-gaming on the GPU, with kernels written to cheat (tests/data/gaming_kernels/): each is a
 REJECT and the gate it failed is named.
 
-* a cross-trial cache (attention that copies a stored answer when its input repeats): audit:repeat;
+* a cross-trial cache (attention that copies a stored answer when its input repeats): the kernel
+  gate's repeated launches (a stale answer), else audit:repeat;
 * a kernel only fast on repeated input (rmsnorm that spins on inputs it has not seen): audit:repeat;
 * a softmax without the max shift: the kernel gate's large-score edge case;
 * a missing barrier: compute-sanitizer's racecheck, quoting its report.
@@ -94,10 +95,18 @@ def test_a_kernel_that_gains_from_repeated_inputs_fails_the_repeat_audit(config:
     speedups = {f"{c.model}@{c.context}": round(c.comparison.speedup, 4) for c in outcome.measurements.cells}
     print(f"\n{entry}: {outcome.document['label']} {outcome.document['reasons']}; failed {failed}; {speedups}")
     assert outcome.document["label"] == "REJECT"
-    assert not any(name.startswith(("kernel:", "sanitizer:")) for name in failed), failed  # it is correct
     audit = [name for name in failed if name.startswith("audit:repeat")]
-    assert audit, failed
-    assert "one input repeated runs" in failed[audit[0]], failed[audit[0]]
+    if kind == "rmsnorm":  # right every time: only the audit can see it
+        assert not any(name.startswith(("kernel:", "sanitizer:")) for name in failed), failed
+        assert audit, failed
+    # A cache has to guess from part of its input whether the answer is still right. The gates'
+    # repeated launches on inputs that share that part catch a stale answer ("outputs differ
+    # between its 3 launches", seen on the H200 with this seed); a cache that guesses well enough
+    # to pass them meets the audit.
+    stale = [n for n, d in failed.items() if n.startswith("kernel:") and "outputs differ between its" in d]
+    assert audit or stale, failed
+    if audit:
+        assert "one input repeated runs" in failed[audit[0]], failed[audit[0]]
 
 
 def test_a_softmax_without_the_max_shift_fails_its_kernel_gate(config: Config, quick_policy, tmp_path: Path):
