@@ -22,3 +22,28 @@ def basket_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("basket")
     basket.build(out)
     return out
+
+
+def tiny_eval_config(tmp_path_factory: pytest.TempPathFactory):
+    """A Config for whole evaluations on the tiny basket (local build backend), its models linked in."""
+    from dataclasses import replace
+
+    from evalbot.config import BasketConfig, Config, PathsConfig
+
+    models = basket_dir(tmp_path_factory)
+    root = tmp_path_factory.mktemp("evalbot")
+    (root / "data" / "models").mkdir(parents=True)
+    for key in basket.SPECS:
+        os.symlink(basket.model_path(models, key), basket.model_path(root / "data" / "models", key))
+    cfg = Config(paths=PathsConfig(data_dir=str(root / "data"), cache_dir=str(root / "cache")),
+                 basket=BasketConfig(set="tiny"))
+    return replace(cfg, build=replace(cfg.build, backend="local"))
+
+
+def quick_tiny_policy():
+    """The tiny basket's shipped policy with a 1 s benchmark budget; gates, audit and sanitizer unchanged."""
+    from evalbot.policy import parse_policy
+
+    data = Path(__file__).parents[1].joinpath("evalbot", "policies", "v1.toml").read_text()
+    assert "budget_s = 20.0" in data
+    return parse_policy(data.replace("budget_s = 20.0", "budget_s = 1.0").encode(), "quick.toml")

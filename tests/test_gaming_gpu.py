@@ -12,24 +12,22 @@ Run with ``python -m pytest -m gpu -s tests/test_gaming_gpu.py``."""
 
 from __future__ import annotations
 
-import os
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from evalbot import safe_expr, verdict
 from evalbot.build.slot_kernels import ExprDims
-from evalbot.config import BasketConfig, Config, PathsConfig
-from evalbot.policy import load_policy, parse_policy
+from evalbot.config import Config
+from evalbot.policy import load_policy
 from harness import kernel_gates as kg
 from harness.kernel_gates.sanitize import find_sanitizer, sanitize
 from reference_runtime import basket
 from reference_runtime.runtime import kernels as rk
 from reference_runtime.runtime.compile import compile_cubin
 from reference_runtime.runtime.kernels import Const, LaunchSpec, SlotKernel
-from tests.runtime_support import basket_dir
+from tests.runtime_support import basket_dir, quick_tiny_policy, tiny_eval_config
 
 pytestmark = pytest.mark.gpu
 pytest.importorskip("cupy")
@@ -46,22 +44,12 @@ SOURCE = {"attn": "attn_simple.cu", "rmsnorm": "rmsnorm_gaming.cu"}
 
 @pytest.fixture(scope="module")
 def config(tmp_path_factory: pytest.TempPathFactory) -> Config:
-    models = basket_dir(tmp_path_factory)
-    root = tmp_path_factory.mktemp("evalbot")
-    (root / "data" / "models").mkdir(parents=True)
-    for key in basket.SPECS:
-        os.symlink(basket.model_path(models, key), basket.model_path(root / "data" / "models", key))
-    cfg = Config(paths=PathsConfig(data_dir=str(root / "data"), cache_dir=str(root / "cache")),
-                 basket=BasketConfig(set="tiny"))
-    return replace(cfg, build=replace(cfg.build, backend="local"))
+    return tiny_eval_config(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
 def quick_policy():
-    """The tiny basket's policy with a short benchmark budget; gates, audit and sanitizer unchanged."""
-    data = Path(__file__).parents[1].joinpath("evalbot", "policies", "v1.toml").read_text()
-    assert "budget_s = 20.0" in data
-    return parse_policy(data.replace("budget_s = 20.0", "budget_s = 1.0").encode(), "quick.toml")
+    return quick_tiny_policy()
 
 
 def tree(tmp_path: Path, kind: str, entry: str) -> Path:

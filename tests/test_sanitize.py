@@ -62,11 +62,11 @@ def test_counting_findings(tool: str, output: str, errors: int) -> None:
 
 def test_a_finding_fails_the_gate_named_by_tool_and_slot() -> None:
     gate = judge("rmsnorm", "racecheck", 86, RACECHECK, finished=True, seconds=3.0).gate()
-    assert gate.name == "sanitizer:racecheck:rmsnorm" and not gate.passed and gate.value == 1.0
+    assert gate.name == "sanitizer:racecheck:rmsnorm" and not gate.passed and gate.value == pytest.approx(1.0)
     assert "Race reported between Write access" in gate.detail
     # A kernel the sanitizer killed (an illegal address under memcheck) is still the candidate's.
     crashed = judge("rmsnorm", "memcheck", 86, MEMCHECK, finished=False, seconds=1.0).gate()
-    assert not crashed.passed and crashed.value == 2.0
+    assert not crashed.passed and crashed.value == pytest.approx(2.0)
 
 
 def test_a_clean_run_passes_and_a_silent_failure_is_the_validators() -> None:
