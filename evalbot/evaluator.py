@@ -31,7 +31,7 @@ from evalbot.errors import EvalbotError
 from evalbot.fetch import CommitRejected, FetchError, Mirror
 from evalbot.manifest import load_manifest
 from evalbot.pipeline import Cancelled, Job, ModelResult, Verdict
-from evalbot.policy import Decision, Policy, gate_limits, label, load_policy, sampling_rule
+from evalbot.policy import Decision, Policy, gate_limits, guard_rule, label, load_policy, sampling_rule
 from evalbot.rebase import needs_rebase
 from harness.measurements import GateResult, Measurements, SpeedCell
 from reference_runtime import basket
@@ -273,8 +273,10 @@ def _session(config: Config, policy: Policy, key: str, path: Path, candidate: Ma
     rule = sampling_rule(policy)
     spec = SessionSpec({key: path}, dict(candidate), dict(frontier), config.cache_dir / "reference",
                        gate_limits(policy), rule, policy.contexts, peak, benchmark, seed=holdout_seed(config),
-                       audit_margin=policy.repeat_audit_margin, audit_pairs=policy.repeat_audit_pairs)
-    timeout = 600.0 + (len(policy.contexts) * rule.budget_s * 1.5 if benchmark else 0.0)
+                       audit_margin=policy.repeat_audit_margin, audit_pairs=policy.repeat_audit_pairs,
+                       guard_contexts=policy.guard_contexts, guard_rule=guard_rule(policy))
+    budget = len(policy.contexts) * rule.budget_s + len(policy.guard_contexts) * policy.guard_budget_s
+    timeout = 600.0 + (budget * 1.5 if benchmark else 0.0)
     try:
         return run_contained(run_session, spec, timeout_s=timeout)
     except DeviceOutOfMemory as exc:  # the GPU is too small for this basket: the bot's problem, retried

@@ -1,10 +1,10 @@
 """The label: a pure, deterministic function of the measurements and a versioned, hashed policy file.
 
     REJECT  the build failed, a gate failed, or the candidate is significantly slower than the
-            frontier by more than the guard at any (model, context)
+            frontier by more than the guard at any (model, context), the long-context guards included
     none    no significant win on every basket model
     XS…XL   the fraction of the remaining roofline headroom the candidate closes, from the
-            conservative end of each interval, averaged over contexts, minimum over models
+            conservative end of each interval, averaged over the scored contexts, minimum over models
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import math
 import tomllib
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,11 @@ class Policy:
     regression_guard: float
     contexts: tuple[int, ...]  # decode context lengths benchmarked per model
     budget_s: float  # benchmark time per (model, context)
+    # Long-context decode guards: benchmarked like `contexts`, but only the regression guard (and the
+    # spot check, KV integrity) applies; they do not enter the score. Their own, shorter budget.
+    guard_contexts: tuple[int, ...]
+    guard_budget_s: float
+    guard_halfwidth: float
     target_halfwidth: float  # stop sampling once the interval's relative half-width is below this
     min_pairs: int
     block_pairs: int  # pairs per block; the graphs are captured afresh for every block
@@ -129,13 +134,25 @@ def _sanitizer(doc: dict[str, Any], source: str) -> SanitizerRule:
                          _number(doc, "sanitizer", "timeout_s", source, 1.0, 7200.0))
 
 
-def _contexts(doc: dict[str, Any], source: str) -> tuple[int, ...]:
-    value = doc.get("speed", {}).get("contexts")
-    if (not isinstance(value, list) or len(value) < 1
+def _contexts(doc: dict[str, Any], source: str, key: str = "contexts", least: int = 1) -> tuple[int, ...]:
+    value = doc.get("speed", {}).get(key, [] if least == 0 else None)
+    if (not isinstance(value, list) or len(value) < least
             or not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1 << 20 for v in value)
             or len(set(value)) != len(value)):
-        raise PolicyError(f"{source}: [speed] contexts must be a list of distinct positive integers, got {value!r}")
+        raise PolicyError(f"{source}: [speed] {key} must be a list of distinct positive integers, got {value!r}")
     return tuple(value)
+
+
+def _guards(doc: dict[str, Any], source: str, contexts: tuple[int, ...]) -> tuple[tuple[int, ...], float, float]:
+    """``[speed] guard_contexts`` (optional; none by default) and, when there are some, their budget."""
+    guards = _contexts(doc, source, "guard_contexts", least=0)
+    if not guards:
+        return (), 0.0, 0.0
+    if set(guards) & set(contexts) or min(guards) <= max(contexts):
+        raise PolicyError(f"{source}: [speed] guard_contexts must all be longer than every scored context "
+                          f"({max(contexts)}), got {list(guards)!r}")
+    return (guards, _number(doc, "speed", "guard_budget_s", source, 0.1, 3600.0),
+            _number(doc, "speed", "guard_halfwidth", source, 1e-5, 0.5))
 
 
 def parse_policy(data: bytes, source: str) -> Policy:
@@ -159,6 +176,9 @@ def parse_policy(data: bytes, source: str) -> Policy:
         alpha=_number(doc, "speed", "alpha", source, 1e-6, 0.5),
         regression_guard=_number(doc, "speed", "regression_guard", source, 0.0, 1.0),
         contexts=_contexts(doc, source),
+        guard_contexts=(),
+        guard_budget_s=0.0,
+        guard_halfwidth=0.0,
         budget_s=_number(doc, "speed", "budget_s", source, 0.1, 3600.0),
         target_halfwidth=_number(doc, "speed", "target_halfwidth", source, 1e-5, 0.5),
         min_pairs=int(_number(doc, "speed", "min_pairs", source, 5, 100000)),
@@ -179,6 +199,8 @@ def parse_policy(data: bytes, source: str) -> Policy:
             min_coverage=_integer(doc, "copies", "min_coverage", source, 0, 1_000_000),
         ),
     )
+    guards, guard_budget_s, guard_halfwidth = _guards(doc, source, policy.contexts)
+    policy = replace(policy, guard_contexts=guards, guard_budget_s=guard_budget_s, guard_halfwidth=guard_halfwidth)
     ordered = [policy.thresholds[name] for name in reversed(LABELS)]
     if ordered != sorted(ordered) or len(set(ordered)) != len(ordered):
         raise PolicyError(f"{source}: [labels] thresholds must increase strictly from XS to XL")
@@ -214,6 +236,12 @@ def gate_limits(policy: Policy) -> GateLimits:
 def sampling_rule(policy: Policy) -> SamplingRule:
     return SamplingRule(target_halfwidth=policy.target_halfwidth, confidence=policy.confidence,
                         min_pairs=policy.min_pairs, budget_s=policy.budget_s, block_pairs=policy.block_pairs)
+
+
+def guard_rule(policy: Policy) -> SamplingRule:
+    """The long-context guards' rule: a shorter budget, and the interval only as tight as the
+    regression guard needs (a slowdown of twice the guard is caught when the half-width is below it)."""
+    return replace(sampling_rule(policy), budget_s=policy.guard_budget_s, target_halfwidth=policy.guard_halfwidth)
 
 
 @dataclass(frozen=True)
@@ -259,6 +287,8 @@ def label(m: Measurements, policy: Policy) -> Decision:
 
     by_model: dict[str, list[float]] = defaultdict(list)
     for cell in m.cells:
+        if cell.guard:
+            continue
         by_model[cell.model].append(_cell_closed(cell))
     per_model = {model: sum(v) / len(v) for model, v in sorted(by_model.items())}
     score = min(per_model.values())

@@ -144,7 +144,7 @@ def markdown(doc: Mapping[str, Any]) -> str:
         for row in m["cells"]:
             c = row["comparison"]
             lines.append(
-                f"| {cell(row['model'], 80)} | {int(row['context'])} | {_pct(c['speedup'])} | "
+                f"| {cell(row['model'], 80)} | {_context(row)} | {_pct(c['speedup'])} | "
                 f"[{_pct(c['ci_low'])}, {_pct(c['ci_high'])}] | {c['p_value']:.2g} | {100 * c['mde']:.2f}% | "
                 f"{int(c['n_pairs'])} |"
             )
@@ -180,6 +180,11 @@ def markdown(doc: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _context(row: Mapping[str, Any]) -> str:
+    """A cell's context; a long-context guard (regression guard only, not scored) says so."""
+    return f"{int(row['context'])} (guard)" if row.get("guard") else str(int(row["context"]))
+
+
 def terminal(doc: Mapping[str, Any]) -> Group:
     colour = {"REJECT": "red", "none": "yellow"}.get(doc["label"], "green")
     parts: list[Any] = [Text.assemble(("verdict: ", "bold"), (doc["label"], f"bold {colour}"))]
@@ -192,7 +197,7 @@ def terminal(doc: Mapping[str, Any]) -> Group:
             table.add_column(col, justify="right")
         for row in cells:
             c = row["comparison"]
-            table.add_row(Text(plain(row["model"])), str(row["context"]), _pct(c["speedup"]),
+            table.add_row(Text(plain(row["model"])), _context(row), _pct(c["speedup"]),
                           f"[{_pct(c['ci_low'])}, {_pct(c['ci_high'])}]", f"{c['p_value']:.2g}",
                           f"{100 * c['mde']:.2f}%", str(c["n_pairs"]))
         parts.append(table)

@@ -106,6 +106,21 @@ def prepare(rt: DecodeRuntime, context: int, steps: int, seed: int, fill: bool =
         rt.capture()
 
 
+def _snapshot(views: dict[str, cupy.ndarray], lowest: int) -> dict[str, cupy.ndarray | np.ndarray]:
+    """The KV rows below ``lowest``: on the device while a copy fits, else in host memory (at 128k
+    positions Gemma 4's cache alone is 28 GB: a second copy on the device would bar smaller GPUs)."""
+    need = sum(v[:, :lowest].nbytes for v in views.values())
+    on_device = need + (2 << 30) < cupy.cuda.runtime.memGetInfo()[0]
+    return {name: view[:, :lowest].copy() if on_device else cupy.asnumpy(view[:, :lowest])
+            for name, view in views.items()}
+
+
+def _unchanged(rows: cupy.ndarray, before: cupy.ndarray | np.ndarray) -> bool:
+    if isinstance(before, np.ndarray):
+        return bool(np.array_equal(cupy.asnumpy(rows), before))
+    return bool(cupy.array_equal(rows, before))
+
+
 def steps_for(step_s: float, target_trial_s: float = 0.004, cap: int = 256) -> int:
     """Steps per trial: long enough that event resolution (~0.5 us) is noise, short enough for many pairs."""
     return max(8, min(cap, math.ceil(target_trial_s / max(step_s, 1e-7))))
@@ -125,7 +140,7 @@ def interleaved(frontier: DecodeRuntime, candidate: DecodeRuntime, context: int,
     events = [cupy.cuda.Event() for _ in range(4)]
     step_s = _trial(frontier, context, probe_steps, events[0], events[1])
     steps = min(steps_for(step_s), frontier.plan.n_ctx - context, frontier.plan.history)
-    history = {name: view[:, :lowest].copy() for name, view in frontier.kv_views().items()}
+    history = _snapshot(frontier.kv_views(), lowest)
     both = (frontier, candidate)
     n_vocab = frontier.plan.config.n_vocab
     draws = 0
@@ -176,7 +191,7 @@ def interleaved(frontier: DecodeRuntime, candidate: DecodeRuntime, context: int,
             break
     seen_f.append(_trial_logits(frontier, inp.start, steps))  # the last pair, always
     seen_c.append(_trial_logits(candidate, inp.start, steps))
-    intact = all(bool(cupy.array_equal(view[:, :lowest], history[name]))
+    intact = all(_unchanged(view[:, :lowest], history[name])
                  for rt in both for name, view in rt.kv_views().items())
     del history
     comparison = compare_paired(np.array(f_times), np.array(c_times), rule.confidence, blocks=np.array(block_ids))

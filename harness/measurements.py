@@ -30,6 +30,7 @@ class SpeedCell:
     t_frontier_s: float  # median step time of each runtime
     t_candidate_s: float
     t_roofline_s: float  # bytes that must move / measured peak bandwidth
+    guard: bool = False  # a long-context guard: the regression guard applies to it, the score does not
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,9 @@
 
 For every basket model: teacher-force the frozen corpus through the candidate's decode graph and
 gate it against the cached fp64 reference; then, while every gate so far has passed, benchmark the
-candidate against the frontier (both runtimes sharing the uploaded weights) at each context length,
-spot-checking the timed steps' logits. The result is plain data: gates, speed cells and what
-identifies the run. Labels, files and GitHub are the caller's business.
+candidate against the frontier (both runtimes sharing the uploaded weights) at each context length
+and then at the long-context guards, spot-checking the timed steps' logits. The result is plain
+data: gates, speed cells and what identifies the run. Labels, files and GitHub are the caller's business.
 """
 
 from __future__ import annotations
@@ -51,6 +51,8 @@ class SessionSpec:
     seed: int = 0  # the validator's private seed: trial inputs, checked pairs, the audited context
     audit_margin: float = 0.05  # audit:repeat fails beyond this (policy [speed] repeat_audit_margin)
     audit_pairs: int = 16
+    guard_contexts: tuple[int, ...] = ()  # long-context regression guards, not scored
+    guard_rule: SamplingRule | None = None  # their rule (a shorter budget); None: ``rule``
 
 
 @dataclass(frozen=True)
@@ -112,13 +114,14 @@ def measure_peak_bandwidth(nbytes: int = 1 << 30, reps: int = 20) -> float:
     return 2 * nbytes * reps / seconds
 
 
-def speed_cell(model: str, run: ContextRun, frontier: DecodeRuntime, peak_bytes_per_s: float) -> SpeedCell:
+def speed_cell(model: str, run: ContextRun, frontier: DecodeRuntime, peak_bytes_per_s: float,
+               guard: bool = False) -> SpeedCell:
     """One (model, context) of the benchmark as the policy scores it: median step times and the
     roofline time of the bytes the middle timed step must move."""
     mid = int(np.mean(run.starts or (run.context,))) + run.steps_per_trial // 2
     return SpeedCell(model=model, context=run.context, comparison=run.comparison,
                      t_frontier_s=float(np.median(run.frontier_s)), t_candidate_s=float(np.median(run.candidate_s)),
-                     t_roofline_s=step_traffic(frontier.plan, mid).total / peak_bytes_per_s)
+                     t_roofline_s=step_traffic(frontier.plan, mid).total / peak_bytes_per_s, guard=guard)
 
 
 def run_session(spec: SessionSpec) -> SessionResult:
@@ -133,7 +136,7 @@ def run_session(spec: SessionSpec) -> SessionResult:
         with GGUFModel.open(path) as model:
             text = corpus.for_model(model)
             ref = reference_logprobs(model, text, spec.reference_dir, xp=cupy)
-            n_ctx = max(len(text.tokens), max(spec.contexts) + SLACK if spec.benchmark else 0)
+            n_ctx = max(len(text.tokens), max((*spec.contexts, *spec.guard_contexts)) + SLACK if spec.benchmark else 0)
             cupy.get_default_memory_pool().free_all_blocks()  # the reference's arrays
             free, total = cupy.cuda.runtime.memGetInfo()
             tensor_bytes = sum(int(model.raw(name).nbytes) for name in model.tensors)
@@ -151,12 +154,14 @@ def run_session(spec: SessionSpec) -> SessionResult:
             contexts: list[ContextRun] = []
             if spec.benchmark and all(g.passed for g in gates):
                 seed = spec.seed % (1 << 62)
-                for ctx in spec.contexts:
-                    run = interleaved(frontier, candidate, ctx, spec.rule, seed=seed + ctx)
+                guards = set(spec.guard_contexts)
+                for ctx in (*spec.contexts, *spec.guard_contexts):
+                    rule = (spec.guard_rule or spec.rule) if ctx in guards else spec.rule
+                    run = interleaved(frontier, candidate, ctx, rule, seed=seed + ctx)
                     contexts.append(run)
                     gates.append(spot_check(key, ctx, run.spot_check, spec.limits))
                     gates.append(kv_integrity(key, ctx, run.kv_intact))
-                    cells.append(speed_cell(key, run, frontier, peak))
+                    cells.append(speed_cell(key, run, frontier, peak, guard=ctx in guards))
                 audited = spec.contexts[seed % len(spec.contexts)]
                 audit = repeat_audit(frontier, candidate, audited, seed + audited, spec.audit_pairs)
                 gates.append(repeat_audit_gate(key, audit, spec.audit_margin))

@@ -4,7 +4,6 @@ kernel passes its gates; a kernel that faults or is wrong is a REJECT naming wha
 
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -12,10 +11,9 @@ from pathlib import Path
 import pytest
 
 from evalbot import verdict
-from evalbot.config import BasketConfig, Config, PathsConfig
-from evalbot.policy import parse_policy
+from evalbot.config import Config
 from reference_runtime import basket
-from tests.runtime_support import basket_dir
+from tests.runtime_support import quick_tiny_policy, tiny_eval_config
 
 pytestmark = pytest.mark.gpu
 pytest.importorskip("cupy")
@@ -26,22 +24,12 @@ COMMITS = verdict.Commits("example/kernels", "a" * 40, None, None)
 
 @pytest.fixture(scope="module")
 def config(tmp_path_factory: pytest.TempPathFactory) -> Config:
-    models = basket_dir(tmp_path_factory)
-    root = tmp_path_factory.mktemp("evalbot")
-    (root / "data" / "models").mkdir(parents=True)
-    for key in basket.SPECS:
-        os.symlink(basket.model_path(models, key), basket.model_path(root / "data" / "models", key))
-    cfg = Config(paths=PathsConfig(data_dir=str(root / "data"), cache_dir=str(root / "cache")),
-                 basket=BasketConfig(set="tiny"))
-    return replace(cfg, build=replace(cfg.build, backend="local"))
+    return tiny_eval_config(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
 def quick_policy():
-    """The shipped policy with a short benchmark budget (the labels and gates are unchanged)."""
-    data = Path(__file__).parents[1].joinpath("evalbot", "policies", "v1.toml").read_text()
-    assert "budget_s = 20.0" in data
-    return parse_policy(data.replace("budget_s = 20.0", "budget_s = 1.0").encode(), "quick.toml")
+    return quick_tiny_policy()
 
 
 def tree(tmp_path: Path, kernel: str | None) -> Path:
@@ -65,6 +53,25 @@ def test_nothing_overridden_is_none_with_every_gate_passed(config: Config, quick
     assert outcome.document["label"] == "none", outcome.document["reasons"]
     assert {c.model for c in outcome.measurements.cells} == set(basket.SPECS)
     assert {c.context for c in outcome.measurements.cells} == set(quick_policy.contexts)
+
+
+def test_long_context_guards_are_measured_checked_and_left_out_of_the_score(config: Config, quick_policy,
+                                                                             tmp_path: Path):
+    from evalbot.evaluator import evaluate_trees
+    from evalbot.policy import label
+
+    policy = replace(quick_policy, guard_contexts=(65536,), guard_budget_s=1.0, guard_halfwidth=0.004)
+    outcome = evaluate_trees(config, tree(tmp_path, "rmsnorm_warp"), None, COMMITS, policy=policy)
+    m = outcome.measurements
+    assert all(g.passed for g in m.gates), [g for g in m.gates if not g.passed]
+    guards = [c for c in m.cells if c.guard]
+    assert {(c.model, c.context) for c in guards} == {(k, 65536) for k in basket.SPECS}
+    # The guard cells had their own spot check and KV-integrity gate, at 64k positions.
+    names = {g.name for g in m.gates if g.model == "gemma4-tiny"}
+    assert names >= {"benchmark_spot_check@65536", "benchmark_kv_integrity@65536"}
+    scored = replace(m, cells=tuple(c for c in m.cells if not c.guard))
+    assert label(m, policy).score == pytest.approx(label(scored, policy).score, rel=1e-12)
+    assert "65536 (guard)" in verdict.markdown(outcome.document)
 
 
 def test_a_correct_alternative_kernel_passes_the_gates(config: Config, quick_policy, tmp_path: Path):

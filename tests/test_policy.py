@@ -166,3 +166,46 @@ def test_shipped_v2_gates_admit_the_production_baseline_that_v1_would_reject() -
     measured = [m["correctness"] for m in run["models"].values()]
     assert len(measured) == 2 and all(passes(v2, c) for c in measured)
     assert not all(passes(v1, c) for c in measured)
+
+
+def _guarded(scored_effect: float, guard_effect: float, seed: int = 0) -> Measurements:
+    import dataclasses
+
+    scored = cells({(m, c): scored_effect for m in MODELS for c in CONTEXTS}, seed=seed)
+    guards = cells({(m, c): guard_effect for m in MODELS for c in (65536, 131072)}, seed=seed + 50)
+    return Measurements(True, cells=scored + tuple(dataclasses.replace(c, guard=True) for c in guards))
+
+
+def test_a_long_context_guard_rejects_a_regression_but_never_adds_to_the_score() -> None:
+    win = label(uniform(0.2), POLICY)
+    # A big win at the guards leaves the score and label of the scored contexts as they are.
+    guarded_win = label(_guarded(0.2, 0.5), POLICY)
+    assert guarded_win.label == win.label != "none"
+    assert guarded_win.score == pytest.approx(win.score, rel=1e-9)
+    assert label(_guarded(0.0, 0.5), POLICY).label == "none"
+    slow = label(_guarded(0.2, -0.05), POLICY)
+    assert slow.label == "REJECT" and any("at context 131072" in r for r in slow.reasons)
+
+
+def test_guard_contexts_parse_and_are_checked() -> None:
+    from evalbot.policy import guard_rule, policy_bytes
+
+    v2 = load_policy(basket_set="production")
+    assert v2.guard_contexts == (65536, 131072) and POLICY.guard_contexts == ()
+    rule = guard_rule(v2)
+    assert rule.budget_s == v2.guard_budget_s < v2.budget_s and rule.target_halfwidth == v2.guard_halfwidth
+    text = policy_bytes(basket_set="production")[0].decode()
+    for old, new, match in (
+        ("guard_contexts = [65536, 131072]", "guard_contexts = [16384, 131072]", "longer than every scored"),
+        ("guard_contexts = [65536, 131072]", "guard_contexts = [65536, 65536]", "distinct positive"),
+        ("guard_budget_s = 8.0\n", "", "guard_budget_s is missing"),
+    ):
+        with pytest.raises(PolicyError, match=match):
+            parse_policy(text.replace(old, new).encode(), "p.toml")
+
+
+def test_a_guard_cell_renders_as_a_guard() -> None:
+    from evalbot.verdict import _context
+
+    assert _context({"context": 131072, "guard": True}) == "131072 (guard)"
+    assert _context({"context": 4096}) == "4096"
