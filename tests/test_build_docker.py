@@ -93,7 +93,14 @@ def no_build_containers_left() -> bool:
 
 
 def containers_of(owner_label: str) -> list:
-    return docker.from_env().containers.list(all=True, filters={"label": f"{OWNER_LABEL}={owner_label}"})
+    """The owner's containers, inspected; one removed between the listing and its inspection is gone, not an error."""
+    found = []
+    for container in docker.from_env().containers.list(all=True, sparse=True,
+                                                       filters={"label": f"{OWNER_LABEL}={owner_label}"}):
+        with contextlib.suppress(docker.errors.NotFound):
+            container.reload()
+            found.append(container)
+    return found
 
 
 @pytest.mark.parametrize("arch", ["sm_90", "sm_120"])
@@ -492,7 +499,7 @@ def test_start_up_reaps_leftovers_of_dead_bots_and_past_deadlines(cfg, image):
         assert made["a container of the image"].labels[LABEL] != SANDBOX
         made["live owner here"].start()
         DockerBackend(cfg.build)  # reaps on start-up
-        left = {c.id for c in client.containers.list(all=True)}
+        left = {c.id for c in client.containers.list(all=True, sparse=True)}
         gone = {what for what, c in made.items() if c.id not in left}
         assert gone == {what for what, (_, reaped) in cases.items() if reaped}
         assert reap(client) == []  # nothing more to remove
