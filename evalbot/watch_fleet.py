@@ -34,6 +34,7 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from evalbot import ranking
 from evalbot.config import Config
 from evalbot.errors import EvalbotError
 from evalbot.github.client import GithubClient, GithubUnavailable
@@ -275,6 +276,27 @@ class FleetWatcher(Watcher):
                     report.queued += 1
                     log.info("queued %s @ %s for %s (baseline %s)", target, want.sha[:12], cls,
                              key.frontier[:12] if key.frontier else "none")
+        self._write_merge_queue_fleet(frontiers.get(self.f.gpu_classes[0]), report)
+
+    def _write_merge_queue_fleet(self, live: str | None, report: PollReport) -> None:
+        """The embedded poller's merge queue, from the first GPU class's finished PR jobs (its verdict
+        sets the label), for ``evalbot frontier queue``."""
+        if self.s.data_dir is None or self.publisher is None:
+            return
+        primary = self.f.gpu_classes[0]
+        heads = [h for h in self.store.active_heads(self.s.repo)
+                 if h.gpu_class == primary and h.target.startswith("pr/")]
+        jobs = self.store.jobs([h.key for h in heads])
+        found = []
+        for head in heads:
+            job = jobs.get(head.key)
+            if job is not None and job.state == JobState.DONE and job.verdict is not None:
+                found.append(ranking.candidate(int(head.target.removeprefix("pr/")), head.sha,
+                                               str(head.job.get("author", "")), job.verdict, live))
+        try:
+            ranking.write(self.s.data_dir, live, ranking.rank(c for c in found if c is not None))
+        except OSError as exc:
+            self._error(report, f"writing the merge queue: {exc}")
 
     # -- defer, record -----------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from fake_evaluator import evaluations
@@ -107,9 +108,14 @@ def test_the_fleet_measures_the_open_pr_again_when_a_merge_moves_the_frontier(tm
         try:
             wait_until("both PRs labelled M", lambda: list(pull_a.labels) == list(pull_b.labels) == ["eval:M"],
                        procs=(p, g), timeout=60)
+            # The fleet poller writes the merge queue as the embedded one does.
+            wait_until("both ranked against main0", lambda: _queue(w.cfg.data_dir) == (
+                main0, [(pull_a.number, "M", True), (pull_b.number, "M", True)]), procs=(p, g), timeout=60)
             s.close_pull(pull_a)
             main1 = s.commit(w.repo, "main", A_FILES, message="Merge #1", author="alice")
             wait_until("B measured again against the merge", lambda: list(pull_b.labels) == ["eval:none"],
+                       procs=(p, g), timeout=60)
+            wait_until("an empty merge queue against main1", lambda: _queue(w.cfg.data_dir) == (main1, []),
                        procs=(p, g), timeout=60)
         finally:
             assert p.term() == 0
@@ -120,6 +126,14 @@ def test_the_fleet_measures_the_open_pr_again_when_a_merge_moves_the_frontier(tm
             assert [(r.label, r.frontier_commit) for r in rows] == [("M", main0), ("none", main1)]
         (comment,) = s.bot_comments(pull_b, BOT)
         assert "B adds nothing over A" in comment.body
+
+
+def _queue(data_dir: Path) -> tuple[str | None, list[tuple[int, str, bool]]] | None:
+    try:
+        _, front, ranked = ranking.read(data_dir)
+    except (FileNotFoundError, ValueError):  # not written yet, or caught mid-replace
+        return None
+    return front, [(c.pr, c.label, c.current) for c in ranked]
 
 
 @pytest.fixture
