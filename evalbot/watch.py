@@ -452,8 +452,12 @@ class Watcher:
         """The open PRs' wins ranked against the live frontier, for ``evalbot frontier queue``."""
         if self.s.data_dir is None or self.publisher is None:
             return
-        found = [ranking.candidate(n, e.sha, str(e.job.get("author", "")), e.verdict, live)
-                 for n, e in entries.items() if e.state == State.DONE and e.verdict is not None]
+        self._write_ranked([ranking.candidate(n, e.sha, str(e.job.get("author", "")), e.verdict, live)
+                            for n, e in entries.items() if e.state == State.DONE and e.verdict is not None],
+                           live, report)
+
+    def _write_ranked(self, found: list[ranking.Candidate | None], live: str | None, report: PollReport) -> None:
+        assert self.s.data_dir is not None
         try:
             ranking.write(self.s.data_dir, live, ranking.rank(c for c in found if c is not None))
         except OSError as exc:

@@ -287,16 +287,13 @@ class FleetWatcher(Watcher):
         heads = [h for h in self.store.active_heads(self.s.repo)
                  if h.gpu_class == primary and h.target.startswith("pr/")]
         jobs = self.store.jobs([h.key for h in heads])
-        found = []
+        found: list[ranking.Candidate | None] = []
         for head in heads:
             job = jobs.get(head.key)
             if job is not None and job.state == JobState.DONE and job.verdict is not None:
                 found.append(ranking.candidate(int(head.target.removeprefix("pr/")), head.sha,
                                                str(head.job.get("author", "")), job.verdict, live))
-        try:
-            ranking.write(self.s.data_dir, live, ranking.rank(c for c in found if c is not None))
-        except OSError as exc:
-            self._error(report, f"writing the merge queue: {exc}")
+        self._write_ranked(found, live, report)
 
     # -- defer, record -----------------------------------------------------------------------------
 

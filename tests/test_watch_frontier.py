@@ -131,7 +131,7 @@ def test_the_fleet_measures_the_open_pr_again_when_a_merge_moves_the_frontier(tm
 def _queue(data_dir: Path) -> tuple[str | None, list[tuple[int, str, bool]]] | None:
     try:
         _, front, ranked = ranking.read(data_dir)
-    except (FileNotFoundError, ValueError):  # not written yet, or caught mid-replace
+    except FileNotFoundError:  # the poller has not written it yet (it replaces the file atomically)
         return None
     return front, [(c.pr, c.label, c.current) for c in ranked]
 
