@@ -52,6 +52,20 @@ def _git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout.strip()
 
 
+def quick_evaluator(config: Any) -> Any:
+    """evalbot's own evaluator, its shipped policy's benchmark budget per (model, context) cut to
+    $FLEET_GPU_BUDGET_S seconds (``--budget-s``): three rounds of real evaluations in one short call.
+    Workers import it as ``fleet_gpu:quick_evaluator``."""
+    from evalbot.evaluator import WatchEvaluator
+    from evalbot.policy import parse_policy, policy_bytes
+
+    data, source = policy_bytes(None, config.basket.set)
+    text_ = data.decode()
+    budget = float(os.environ["FLEET_GPU_BUDGET_S"])
+    cut = "\n".join(f"budget_s = {budget}" if line.startswith("budget_s =") else line for line in text_.splitlines())
+    return WatchEvaluator(config, parse_policy(cut.encode(), f"{Path(source).stem}-budget-{budget:g}s.toml"))
+
+
 def _admin_url(args: argparse.Namespace) -> tuple[str, object | None]:
     if args.url:
         return args.url, None
@@ -165,6 +179,8 @@ def main() -> None:
     parser.add_argument("--evaluator", default="evalbot.evaluator:create")
     parser.add_argument("--correctness", default="gemma3-270m",
                         help="[basket] correctness, comma-separated (empty: none; a box without the package)")
+    parser.add_argument("--budget-s", type=float, default=0.0,
+                        help="benchmark budget per (model, context) instead of the policy's (0: the policy's)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds a round may take")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -177,12 +193,17 @@ def main() -> None:
         os.symlink(basket.model_path(args.basket.resolve(), key), basket.model_path(work / "data" / "models", key))
     for var in [v for v in os.environ if v.startswith("EVALBOT_")]:
         del os.environ[var]  # the workers read only the round's config
+    if args.budget_s > 0:
+        os.environ["FLEET_GPU_BUDGET_S"] = str(args.budget_s)
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parent), str(REPO),
+                                                                  os.environ.get("PYTHONPATH", "")]))
+        args.evaluator = "fleet_gpu:quick_evaluator"
     subprocess.run([sys.executable, "-m", "evalbot", "example-repo", str(work / "kernels")], check=True,
                    capture_output=True)
     shas = {b: _git(work / "kernels", "rev-parse", f"refs/heads/{b}") for b in ["main", *args.branches.split(",")]}
     admin, server = _admin_url(args)
     gpu = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
-                         text=True).stdout.strip() if args.evaluator == "evalbot.evaluator:create" else "no GPU"
+                         text=True).stdout.strip() if "demo" not in args.evaluator else "no GPU"
     rounds = []
     for name, n in [("warm-up", 1), ("one-worker", 1), (f"{args.workers}-workers", args.workers)]:
         rounds.append(_round(name, n, admin, work, shas, args))
@@ -193,7 +214,8 @@ def main() -> None:
                   f"queued {j['queued_s'] or 0:6.1f} s  evaluated in {j['evaluation_s'] or 0:6.1f} s  "
                   f"{j['reason'][:110]}", flush=True)
         if args.out:
-            args.out.write_text(json.dumps({"gpu": gpu, "set": args.set, "rounds": rounds}, indent=1))
+            args.out.write_text(json.dumps({"gpu": gpu, "set": args.set, "budget_s": args.budget_s or None,
+                                            "rounds": rounds}, indent=1))
     del server  # pgserver stops its server when the last handle goes
 
 

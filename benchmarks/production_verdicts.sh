@@ -24,6 +24,15 @@ export EVALBOT_BUILD__BACKEND=local EVALBOT_BASKET__SET=production \
 log() { printf '[production_verdicts %(%H:%M:%S)T] %s\n' -1 "$*"; }
 export_results() { [ -n "${OUT:-}" ] && mkdir -p "$OUT" && cp -r "$RES"/. "$OUT"/ 2>/dev/null; return 0; }
 trap export_results EXIT
+# The correctness-only member ([basket] correctness): the real Gemma 3 270M, from $PV_GEMMA3 (the box
+# lacks its package: llama_cuda_bench.sh's `stash assemble` joins it from carried pieces), else none.
+G3=${PV_GEMMA3:-/tmp/gemma3.gguf}
+if [ -f "$G3" ]; then
+  ln -sf "$G3" "$WORK/gemma3-270m.gguf"
+  export EVALBOT_BASKET__CORRECTNESS="$WORK/gemma3-270m.gguf"
+else
+  export EVALBOT_BASKET__CORRECTNESS=""
+fi
 
 step_wheels() {
   [ -f "$SITE/.done" ] && return 0

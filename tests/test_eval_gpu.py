@@ -13,7 +13,7 @@ import pytest
 from evalbot import verdict
 from evalbot.config import Config
 from reference_runtime import basket
-from tests.runtime_support import quick_tiny_policy, tiny_eval_config
+from tests.runtime_support import quick_tiny_policy, real_gemma3, tiny_eval_config
 
 pytestmark = pytest.mark.gpu
 pytest.importorskip("cupy")
@@ -90,3 +90,24 @@ def test_a_faulting_kernel_is_a_reject_not_a_crash(config: Config, quick_policy,
     assert outcome.document["label"] == "REJECT"
     assert any(not g.passed for g in outcome.measurements.gates)
     assert "rmsnorm" in " ".join(outcome.document["reasons"]) or "runtime" in " ".join(outcome.document["reasons"])
+
+
+def test_the_real_gemma3_is_gated_end_to_end_but_never_timed(config: Config, quick_policy, tmp_path: Path,
+                                                              tmp_path_factory: pytest.TempPathFactory):
+    from evalbot.evaluator import evaluate_trees
+
+    real = real_gemma3(tmp_path_factory)
+    with_real = replace(config, basket=replace(config.basket, correctness=[str(real)]))
+    outcome = evaluate_trees(with_real, tree(tmp_path, "rmsnorm_warp"), None, COMMITS, policy=quick_policy)
+    m, doc = outcome.measurements, outcome.document
+    assert all(g.passed for g in m.gates), [g for g in m.gates if not g.passed]
+    real_gates = {g.name for g in m.gates if g.model == basket.REAL_MODEL}
+    assert real_gates == {"top1", "kl_mean", "kl_p99", "kl_max", "ppl_ratio"}
+    assert {c.model for c in m.cells} == set(basket.SPECS)  # never benchmarked
+    roles = {model["key"]: model["role"] for model in doc["models"]}
+    assert roles == {basket.REAL_MODEL: "correctness", **{k: "benchmark" for k in basket.SPECS}}
+    assert basket.REAL_MODEL not in doc["run"]["basket"]
+    assert f"gated only: {basket.REAL_MODEL}" in verdict.markdown(doc)
+    # The real weights reach the reference's limits by orders of magnitude: baseline-grade numerics.
+    divergence = doc["details"]["models"][basket.REAL_MODEL]["divergence"]
+    assert divergence["top1_agreement"] >= 0.99 and divergence["kl_mean"] < 1e-4

@@ -182,3 +182,19 @@ def test_a_pr_that_needs_a_rebase_says_which_slots_the_frontier_changed():
     assert "- needs rebase: the frontier changed `gemv_q4_k`" in md
     assert headings(md) == headings(verdict.markdown(make(uniform(0.2))))  # the hostile name adds no heading
     assert "needs rebase" not in verdict.markdown(make(uniform(0.2)))
+
+
+def test_a_correctness_only_member_is_named_but_not_part_of_the_basket():
+    real = verdict.ModelIdentity("gemma3-270m", "e" * 64, "f" * 64, 1, "correctness")
+    m = uniform(0.2)
+    doc = verdict.document(label(m, POLICY), m, POLICY, RUN, COMMITS, (*MODELS, real))
+    jsonschema.validate(json.loads(verdict.to_json(doc)), verdict.schema())
+    assert doc["run"]["basket"] == "qwen3moe-tiny"  # the frontier's key: what was timed
+    assert [x["role"] for x in doc["models"]] == ["benchmark", "correctness"]
+    assert "basket `qwen3moe-tiny` (+ gated only: `gemma3-270m`)" in verdict.markdown(doc)
+    wrong = {**doc, "models": [{**doc["models"][1], "role": "decorative"}]}
+    try:
+        jsonschema.validate(wrong, verdict.schema())
+    except jsonschema.ValidationError:
+        return
+    raise AssertionError("schema accepted an unknown role")
