@@ -11,7 +11,9 @@ import html
 import json
 import sqlite3
 from collections import defaultdict
+from collections.abc import Sequence
 from contextlib import closing
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -40,6 +42,27 @@ th { background: #f3f3f3; } code { font-size: 12px; } .num { text-align: right; 
 img.plot { max-width: 100%; border: 1px solid #ddd; }
 pre { background: #f6f6f6; padding: .6rem; overflow-x: auto; font-size: 12px; }
 """
+
+
+@dataclass(frozen=True)
+class QueueRow:
+    """One open PR of the merge queue (ranked by the poller; the ledger only shows it)."""
+    pr: int
+    commit_sha: str
+    author: str
+    label: str
+    score: float | None
+    speedup: float | None
+    measured_against: str | None
+    needs_rebase: tuple[str, ...]
+    current: bool
+
+
+@dataclass(frozen=True)
+class MergeQueue:
+    generated_at: str | None
+    frontier: str | None
+    rows: Sequence[QueueRow]
 
 
 def _e(value: object) -> str:
@@ -151,6 +174,28 @@ def _verdict_rows(evaluations: list[Evaluation], proved: set[int] | None = None)
     return _rows(rows, 8)
 
 
+def _queue_section(queue: MergeQueue | None) -> str:
+    if queue is None:
+        return '<p class="empty" id="merge-queue">No poller writes a merge queue beside this ledger.</p>'
+    rows = []
+    for rank, r in enumerate(queue.rows, start=1):
+        state = ("needs rebase: " + _e(", ".join(r.needs_rebase))) if r.needs_rebase else "ready"
+        if not r.current:
+            state = f"re-evaluating (measured against {_short(r.measured_against)})"
+        rows.append(_tr("queued" if r.current else "stale", [
+            ("num", str(rank) if r.current else "—"), f"#{r.pr}", _short(r.commit_sha), _e(r.author),
+            (f"label {_e(r.label)}", _e(r.label)),
+            ("num", "—" if r.score is None else f"{100 * r.score:.1f}%"),
+            ("num", "—" if r.speedup is None else f"{r.speedup:.3f}×"), state,
+        ]))
+    when = _e(queue.generated_at or "?")
+    return (f'<p class="sub">Open PRs holding a verified win against the live frontier '
+            f"{_short(queue.frontier)}, best first; ranked by the poller at {when}.</p>\n"
+            '<table id="merge-queue"><tr><th class="num">rank</th><th>PR</th><th>head</th><th>author</th>'
+            '<th>label</th><th class="num">headroom closed</th><th class="num">weakest speedup</th>'
+            f"<th>state</th></tr>\n{_rows(rows, 8)}\n</table>")
+
+
 def _frontier_rows(frontiers: list[FrontierAdvance]) -> str:
     return _rows(
         [
@@ -201,10 +246,12 @@ keys/{_e(key)}.pub</code>; check a copy of the ledger extends this checkpoint:
 
 
 def build_site(
-    ledger: Ledger, out: Path, *, latest: int = 50, signer: Signer | None = None, origin: str | None = None
+    ledger: Ledger, out: Path, *, latest: int = 50, signer: Signer | None = None, origin: str | None = None,
+    merge_queue: MergeQueue | None = None,
 ) -> Path:
     """Write the site into ``out`` (created if needed); returns the page's path. With the validator's
-    ``signer``, the page carries a signed checkpoint and each listed verdict's inclusion proof."""
+    ``signer``, the page carries a signed checkpoint and each listed verdict's inclusion proof; with
+    the poller's ``merge_queue``, its ranking of the open PRs."""
     out.mkdir(parents=True, exist_ok=True)
     advances = ledger.frontier_history()
     evaluations = ledger.history(limit=latest)
@@ -244,6 +291,8 @@ chain head <code id="head">{head_seq}:{_e(head_hash)}</code></p>
 <table id="frontier"><tr><th>basket</th><th>GPU class</th><th>commit</th><th>author</th><th>since</th></tr>
 {_frontier_rows(frontiers)}
 </table>
+<h2>Merge queue</h2>
+{_queue_section(merge_queue)}
 <h2>Frontier advances</h2>
 <table id="advances"><tr><th>when</th><th>basket</th><th>GPU class</th><th>commit</th><th>author</th>
 <th class="num">Δ</th><th>previous frontier</th></tr>

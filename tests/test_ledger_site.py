@@ -243,3 +243,37 @@ def test_a_long_history_keeps_its_span_with_a_margin(tmp_path: Path) -> None:
     low, high = _x_range(advances)
     assert low < first and last < high
     assert (high - low) < (last - first) * 1.2
+
+
+def test_the_site_shows_the_pollers_merge_queue_and_refuses_a_malformed_one(tmp_path: Path) -> None:
+    from evalbot import ranking
+
+    data = tmp_path / "data"
+    config = tmp_path / "validator.toml"
+    config.write_text(f'[paths]\ndata_dir = "{data}"\n')
+    url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+    demo_ledger(url, new_signer(tmp_path)).close()
+    run_cli("ledger", "site", tmp_path / "site", "--url", url, "--config", config, check=True)
+    assert "No poller writes a merge queue" in (tmp_path / "site" / "index.html").read_text()
+
+    live = "f" * 40
+    ranking.write(data, live, ranking.rank([
+        ranking.Candidate(7, sha(7), "<b>eve</b>", "S", 0.08, 1.031, live, (), True),
+        ranking.Candidate(9, sha(9), "dev1", "M", 0.12, 1.052, live, ("attn_decode",), True),
+        ranking.Candidate(3, sha(3), "dev2", "XL", 0.4, 1.2, "e" * 40, (), False),
+    ]))
+    run_cli("ledger", "site", tmp_path / "site", "--url", url, "--config", config, check=True)
+    page = (tmp_path / "site" / "index.html").read_text()
+    section = page[page.index('<table id="merge-queue">'):]
+    section = section[:section.index("</table>")]
+    rows = re.findall(r'<tr class="(queued|stale)">(.*?)</tr>', section)
+    # M before S (label first), and the head measured against an old frontier last, unranked.
+    assert [re.findall(r">#(\d+)<", r)[0] for _, r in rows] == ["9", "7", "3"]
+    assert [kind for kind, _ in rows] == ["queued", "queued", "stale"]
+    assert "needs rebase: attn_decode" in rows[0][1] and "re-evaluating (measured against" in rows[2][1]
+    assert "&lt;b&gt;eve&lt;/b&gt;" in section and "<b>eve" not in section
+
+    (data / ranking.FILE_NAME).write_text('{"queue": [{"pr": "x"}]}')
+    broken = run_cli("ledger", "site", tmp_path / "site2", "--url", url, "--config", config)
+    assert broken.returncode != 0 and "merge-queue.json: not a merge queue" in broken.stderr
+    assert not (tmp_path / "site2" / "index.html").exists()

@@ -348,13 +348,30 @@ def site(
     ] = None,
     origin: Annotated[str | None, typer.Option("--origin", help="The log's name in the checkpoint.")] = None,
 ) -> None:
-    """Write the static public site: frontier plot, advances, latest verdicts, the SQLite file."""
+    """Write the static public site: frontier plot, merge queue, advances, latest verdicts, the SQLite file."""
     from ledger.site import build_site  # matplotlib: ~0.4 s of start-up, only needed here
 
     signer = keys.Signer.load(key) if key is not None else None
+    queue = _merge_queue(load_config(config).data_dir)
     with _open(config, url) as ledger:
-        index = build_site(ledger, out, latest=latest, signer=signer, origin=origin)
+        index = build_site(ledger, out, latest=latest, signer=signer, origin=origin, merge_queue=queue)
     console.print(f"site written to {index}", markup=False)
+
+
+def _merge_queue(data_dir: Path) -> Any:
+    """The poller's ranking beside this ledger for the site; None when no poller wrote one here."""
+    from evalbot import ranking
+    from ledger.site import MergeQueue, QueueRow
+
+    try:
+        generated, frontier, ranked = ranking.read(data_dir)
+    except FileNotFoundError:
+        return None
+    except ValueError as exc:
+        raise EvalbotError(f"{exc}; the site was not written") from None
+    return MergeQueue(generated, frontier, [
+        QueueRow(c.pr, c.sha, c.author, c.label, c.score, c.speedup, c.measured_against, c.needs_rebase, c.current)
+        for c in ranked])
 
 
 # -- the transparency log (docs/ledger.md, "The ledger as a transparency log") ----------------------
