@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,8 @@ from sqlalchemy.engine import make_url
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from fleet_procs import start_workers, stop_workers  # noqa: E402
 
 from evalbot.config import BASKET_SETS  # noqa: E402
 from evalbot.queue.dispatch import Dispatcher  # noqa: E402
@@ -76,34 +77,6 @@ def _admin_url(args: argparse.Namespace) -> tuple[str, object | None]:
     return server.get_uri().replace("postgresql://", "postgresql+psycopg://", 1), server
 
 
-def _workers(n: int, config: Path, logs: Path, evaluator: str, store: FleetStore) -> list[subprocess.Popen[bytes]]:
-    procs = []
-    for i in range(n):
-        out = (logs / f"worker-{config.stem}-{i}.log").open("w")
-        procs.append(subprocess.Popen([sys.executable, "-m", "evalbot", "worker", "--config", str(config), "--gpus",
-                                       "0", "--evaluator", evaluator], stdout=out, stderr=subprocess.STDOUT))
-    deadline = time.monotonic() + 180
-    with store.engine.connect() as conn:
-        while conn.execute(text("SELECT count(*) FROM procrastinate_workers")).scalar_one() < n:
-            dead = [p.args for p in procs if p.poll() is not None]
-            if dead or time.monotonic() > deadline:
-                _stop(procs)
-                tail = (logs / f"worker-{config.stem}-0.log").read_text(errors="replace")[-3000:]
-                raise SystemExit(f"workers did not register ({'one exited' if dead else 'timed out'}); "
-                                 f"the first one's log ends:\n{tail}")
-            time.sleep(0.2)
-            conn.rollback()
-    return procs
-
-
-def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for p in procs:
-        p.wait(120)
-
-
 def _round(name: str, n: int, admin: str, work: Path, shas: dict[str, str], args: argparse.Namespace,
            ) -> dict[str, Any]:
     database = f"evalbot_fleet_gpu_{uuid.uuid4().hex[:8]}"
@@ -120,7 +93,7 @@ def _round(name: str, n: int, admin: str, work: Path, shas: dict[str, str], args
         f'[paths]\ndata_dir = "{work / "data"}"\ncache_dir = "{work / "cache"}"\n')
     store = FleetStore(url)
     store.setup()
-    procs = _workers(n, config, work, args.evaluator, store)
+    procs = start_workers(n, config, work, args.evaluator, store.engine, tag=config.stem)
     try:
         with Dispatcher(store) as dispatcher:
             t0 = time.monotonic()
@@ -145,7 +118,7 @@ def _round(name: str, n: int, admin: str, work: Path, shas: dict[str, str], args
                 time.sleep(0.2)
             wall = time.monotonic() - t0
     finally:
-        _stop(procs)
+        stop_workers(procs)
         store.dispose()
         with engine.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,8 @@ from sqlalchemy.engine import make_url
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from fleet_procs import start_workers, stop_workers  # noqa: E402
 
 from evalbot.pipeline import Job, ModelResult, Verdict  # noqa: E402
 from evalbot.queue.dispatch import Dispatcher  # noqa: E402
@@ -90,30 +91,14 @@ def _wait_done(store: FleetStore, keys: list[str], timeout: float) -> dict[str, 
 
 def _workers(n: int, config: Path, logdir: Path, url: str) -> list[subprocess.Popen[bytes]]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "benchmarks"), str(REPO)])}
-    procs = []
-    for i in range(n):
-        out = (logdir / f"worker{n}-{i}.log").open("w")
-        procs.append(subprocess.Popen([sys.executable, "-m", "evalbot", "worker", "--config", str(config), "--gpus",
-                                       "0", "--evaluator", "fleet_throughput:create"], env=env, stdout=out,
-                                      stderr=subprocess.STDOUT))
     engine = create_engine(FleetStore(url).engine.url)
-    deadline = time.monotonic() + 120
-    with engine.connect() as conn:
-        while conn.execute(text("SELECT count(*) FROM procrastinate_workers")).scalar() < n:
-            if time.monotonic() > deadline:
-                raise SystemExit("workers did not register in time")
-            time.sleep(0.1)
-            conn.rollback()
-    engine.dispose()
+    try:
+        procs = start_workers(n, config, logdir, "fleet_throughput:create", engine, tag=str(n), env=env,
+                              timeout_s=120)
+    finally:
+        engine.dispose()
     time.sleep(1.0)  # each worker's listener and first fetch in place
     return procs
-
-
-def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    for p in procs:
-        p.send_signal(signal.SIGTERM)
-    for p in procs:
-        p.wait(60)
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -161,7 +146,7 @@ def main() -> None:
                         latencies.append((job.started_at - job.created_at).total_seconds())  # type: ignore[attr-defined]
                         time.sleep(0.2)
             finally:
-                _stop(procs)
+                stop_workers(procs)
                 store.dispose()
                 with admin.connect() as conn:
                     conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
