@@ -48,19 +48,15 @@ def _toolchain(cfg: Config) -> str | None:
 
 
 def _basket(cfg: Config) -> list[str]:
+    """One problem per missing member, benchmarked or correctness-only: each is resolved alone."""
     from evalbot.evaluator import basket_models, correctness_models
 
+    alone = [(basket_models, {"models": [m]}) for m in cfg.basket.models]
+    alone += [(correctness_models, {"correctness": [m]}) for m in cfg.basket.correctness]
     problems = []
-    for model in cfg.basket.models:
-        one = dataclasses.replace(cfg, basket=dataclasses.replace(cfg.basket, models=[model]))
+    for resolve, member in alone:
         try:
-            basket_models(one)
-        except EvalbotError as exc:
-            problems.append(str(exc))
-    for model in cfg.basket.correctness:
-        one = dataclasses.replace(cfg, basket=dataclasses.replace(cfg.basket, correctness=[model]))
-        try:
-            correctness_models(one)
+            resolve(dataclasses.replace(cfg, basket=dataclasses.replace(cfg.basket, **member)))
         except EvalbotError as exc:
             problems.append(str(exc))
     return problems
