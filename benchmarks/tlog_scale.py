@@ -14,27 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from alembic import command
-from ledger_bench import _verdicts  # the same synthetic verdicts
+from ledger_bench import _timed, _verdicts  # the same synthetic verdicts, the same timer
 
 from ledger import Ledger, keys, merkle, proofs, schema, tlog
-
-
-def _timed(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
-    times, result = [], None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
 
 
 def _ms(seconds: float) -> str:
