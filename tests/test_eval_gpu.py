@@ -107,7 +107,7 @@ def test_the_real_gemma3_is_gated_end_to_end_but_never_timed(config: Config, qui
     roles = {model["key"]: model["role"] for model in doc["models"]}
     assert roles == {basket.REAL_MODEL: "correctness", **{k: "benchmark" for k in basket.SPECS}}
     assert basket.REAL_MODEL not in doc["run"]["basket"]
-    assert f"gated only: {basket.REAL_MODEL}" in verdict.markdown(doc)
+    assert f"gated only: `{basket.REAL_MODEL}`" in verdict.markdown(doc)
     # The real weights reach the reference's limits by orders of magnitude: baseline-grade numerics.
     divergence = doc["details"]["models"][basket.REAL_MODEL]["divergence"]
     assert divergence["top1_agreement"] >= 0.99 and divergence["kl_mean"] < 1e-4
