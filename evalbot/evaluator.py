@@ -95,7 +95,8 @@ def _resolve(config: Config, entries: list[str], setting: str) -> dict[str, Path
             path = Path(entry).expanduser()
             if not path.is_file():
                 raise EvalbotError(f"basket model {entry!r} ({config.source}: [basket] {setting}): no such GGUF file")
-        out[entry if pinned else path.stem.removesuffix(".Q4_K_M")] = path
+        named = pinned or entry == basket.REAL_MODEL
+        out[entry if named else path.stem.removesuffix(".Q4_K_M")] = path
     return out
 
 

@@ -151,6 +151,10 @@ def test_correctness_members_default_to_the_real_gemma3_and_can_be_emptied(tmp_p
     # A member benchmarked already is not gated twice.
     both = load_config(None, environ={"EVALBOT_BASKET__MODELS": str(real), "EVALBOT_BASKET__CORRECTNESS": str(real)})
     assert correctness_models(both) == {}
+    from reference_runtime import basket
+
+    if basket.real_model_path() is not None:  # the package's file is named otherwise: the key is the name
+        assert list(correctness_models(load_config(None, environ={}))) == ["gemma3-270m"]
     missing = load_config(None, environ={"EVALBOT_BASKET__CORRECTNESS": str(tmp_path / "gone.gguf")})
     with pytest.raises(EvalbotError, match=r"\[basket\] correctness\): no such GGUF file"):
         correctness_models(missing)
