@@ -183,7 +183,7 @@ def _queue_section(queue: MergeQueue | None) -> str:
         if not r.current:
             state = f"re-evaluating (measured against {_short(r.measured_against)})"
         rows.append(_tr("queued" if r.current else "stale", [
-            ("num", str(rank) if r.current else "—"), f"#{r.pr}", _short(r.commit_sha), _e(r.author),
+            ("num", str(rank) if r.current else "—"), f"#{_e(r.pr)}", _short(r.commit_sha), _e(r.author),
             (f"label {_e(r.label)}", _e(r.label)),
             ("num", "—" if r.score is None else f"{100 * r.score:.1f}%"),
             ("num", "—" if r.speedup is None else f"{r.speedup:.3f}×"), state,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import html
+import json
 import re
 import shutil
 import subprocess
@@ -273,7 +274,11 @@ def test_the_site_shows_the_pollers_merge_queue_and_refuses_a_malformed_one(tmp_
     assert "needs rebase: attn_decode" in rows[0][1] and "re-evaluating (measured against" in rows[2][1]
     assert "&lt;b&gt;eve&lt;/b&gt;" in section and "<b>eve" not in section
 
-    (data / ranking.FILE_NAME).write_text('{"queue": [{"pr": "x"}]}')
-    broken = run_cli("ledger", "site", tmp_path / "site2", "--url", url, "--config", config)
-    assert broken.returncode != 0 and "merge-queue.json: not a merge queue" in broken.stderr
-    assert not (tmp_path / "site2" / "index.html").exists()
+    row = {"pr": 7, "sha": sha(7), "author": "a", "label": "S", "score": 0.1, "speedup": 1.03,
+           "measured_against": live, "needs_rebase": [], "current": True}
+    for damaged in ('{"queue": [{"pr": "x"}]}', json.dumps({"queue": [{**row, "pr": "<script>"}]}),
+                    json.dumps({"queue": [{**row, "score": "high"}]})):
+        (data / ranking.FILE_NAME).write_text(damaged)
+        broken = run_cli("ledger", "site", tmp_path / "site2", "--url", url, "--config", config)
+        assert broken.returncode != 0 and "merge-queue.json: not a merge queue" in broken.stderr, damaged
+        assert not (tmp_path / "site2" / "index.html").exists()
