@@ -79,7 +79,18 @@ def read(data_dir: Path) -> tuple[str | None, str | None, list[Candidate]]:
     path = data_dir / FILE_NAME
     try:
         doc = json.loads(path.read_text())
-        queue = [Candidate(**{**c, "needs_rebase": tuple(c["needs_rebase"])}) for c in doc["queue"]]
+        queue = [_candidate(c) for c in doc["queue"]]
         return doc.get("generated_at"), doc.get("frontier"), queue
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{path}: not a merge queue written by evalbot watch ({exc})") from None
+
+
+def _candidate(row: dict[str, Any]) -> Candidate:
+    """One queue row, each field checked for its type: a damaged file must not reach a page or a table."""
+    def number(x: Any) -> float | None:
+        return None if x is None else float(x)
+
+    measured = row["measured_against"]
+    return Candidate(int(row["pr"]), str(row["sha"]), str(row["author"]), str(row["label"]), number(row["score"]),
+                     number(row["speedup"]), None if measured is None else str(measured),
+                     tuple(str(s) for s in row["needs_rebase"]), bool(row["current"]))

@@ -369,18 +369,9 @@ def _merge_queue(data_dir: Path) -> Any:
         return None
     except ValueError as exc:
         raise EvalbotError(f"{exc}; the site was not written") from None
-
-    def number(x: object) -> float | None:
-        return None if x is None else float(x)  # type: ignore[arg-type]
-
-    try:  # the file is the poller's, but a damaged one must not reach the page half-typed
-        rows = [QueueRow(int(c.pr), str(c.sha), str(c.author), str(c.label), number(c.score), number(c.speedup),
-                         None if c.measured_against is None else str(c.measured_against),
-                         tuple(str(s) for s in c.needs_rebase), bool(c.current)) for c in ranked]
-    except (TypeError, ValueError) as exc:
-        raise EvalbotError(f"{data_dir / ranking.FILE_NAME}: not a merge queue written by evalbot watch ({exc}); "
-                           "the site was not written") from None
-    return MergeQueue(generated, frontier, rows)
+    return MergeQueue(generated, frontier, [
+        QueueRow(c.pr, c.sha, c.author, c.label, c.score, c.speedup, c.measured_against, c.needs_rebase, c.current)
+        for c in ranked])
 
 
 # -- the transparency log (docs/ledger.md, "The ledger as a transparency log") ----------------------
