@@ -67,6 +67,11 @@ def main() -> None:
             args.out.write_text(json.dumps(results, indent=1))  # after each verdict: a cut-off run keeps them
             print(f"{branch:7s} {row['pass']}: {row['label']!s:7s} exit {done.returncode}  {seconds:6.1f} s  "
                   f"(expected {row['expected']})  {(doc.get('reasons') or [row['stderr'][-300:]])[0]}", flush=True)
+            details = doc.get("details") or {}
+            if details.get("stages_s"):
+                print("    stages (s): " + ", ".join(f"{k} {v:.1f}" for k, v in details["stages_s"].items()))
+                for key, model in (details.get("models") or {}).items():
+                    print(f"      {key}: " + ", ".join(f"{k} {v:.1f}" for k, v in model.get("stages_s", {}).items()))
             if branch == "faster" and doc:
                 for cell in doc["measurements"]["cells"]:
                     c = cell["comparison"]

@@ -14,6 +14,7 @@ import os
 import re
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -185,13 +186,23 @@ def evaluate_trees(config: Config, candidate: Path, frontier: Path | None, commi
         raise EvalbotError(NO_GPU)
     arch = device_arch()
 
+    stages: dict[str, float] = {}  # the verdict's wall time by stage: what a latency figure is made of
+    clock = time.monotonic()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.monotonic()
+        stages[stage] = round(stages.get(stage, 0.0) + now - clock, 3)
+        clock = now
+
     say(f"build candidate ({arch})")
     report = _build(candidate, config, arch, say, commits.candidate)
+    lap("build")
     gpu, driver = _gpu_identity()
     models = basket_models(config)
     checked = correctness_models(config)
     identities: list[verdict_doc.ModelIdentity] = []
-    details: dict[str, Any] = {"build": report.to_dict(), **(extra_details or {})}
+    details: dict[str, Any] = {"build": report.to_dict(), "stages_s": stages, **(extra_details or {})}
 
     def finish(m: Measurements) -> Outcome:
         decision = label(m, policy)
@@ -214,12 +225,13 @@ def evaluate_trees(config: Config, candidate: Path, frontier: Path | None, commi
             raise EvalbotError(f"the frontier tree does not build here: {front_report.reasons[0]}")
         front_kernels = slot_kernels(load_manifest(frontier), front_report, "frontier")
         details["frontier_build"] = front_report.to_dict()
+        lap("frontier_build")
     _check_cancel(cancel)
 
     gates: list[GateResult] = []
     if cand_kernels:
         say(f"kernel gates: {', '.join(sorted(cand_kernels))}")
-        gates.extend(_kernel_gates(cand_kernels, {**models, **checked}, policy, holdout_seed(config)))
+        gates.extend(_kernel_gates(cand_kernels, {**models, **checked}, policy, holdout_seed(config), lap))
     _check_cancel(cancel)
 
     cells: list[SpeedCell] = []
@@ -231,6 +243,7 @@ def evaluate_trees(config: Config, candidate: Path, frontier: Path | None, commi
             benchmark = role == "benchmark" and all(g.passed for g in gates)
             say(f"{key}: end-to-end gates" + (" and benchmark" if benchmark else ""))
             result = _session(config, policy, key, path, cand_kernels, front_kernels, peak, benchmark)
+            lap(f"model:{key}")
             if isinstance(result, GateResult):
                 gates.append(result)
                 continue
@@ -263,7 +276,7 @@ def _gpu_identity() -> tuple[str, str]:
 
 
 def _kernel_gates(kernels: Mapping[str, Any], models: Mapping[str, Path], policy: Policy,
-                  seed: int) -> list[GateResult]:
+                  seed: int, lap: Callable[[str], None]) -> list[GateResult]:
     from harness.kernel_gates import KernelGateError, basket_envs, run_kernel_gates
     from harness.kernel_gates.sanitize import sanitize
 
@@ -271,11 +284,13 @@ def _kernel_gates(kernels: Mapping[str, Any], models: Mapping[str, Path], policy
     try:
         gates = list(run_kernel_gates(kernels, fixed, seed, policy.kernel_tolerances, policy.kernel_fuzz_cases,
                                       timeout_s=300.0, repeats=policy.kernel_repeats))
+        lap("kernel_gates")
         # A slot that already failed is a REJECT; sanitizing it would only risk its hang again.
         clean = {g.name.removeprefix("kernel:") for g in gates if g.passed}
         rule = policy.sanitizer
         gates.extend(sanitize({s: k for s, k in kernels.items() if s in clean}, fixed, seed, rule.tools,
                               rule.fuzz_cases, timeout_s=rule.timeout_s))
+        lap("sanitizer")
     except KernelGateError as exc:  # the gates themselves broke, not the candidate: retry later
         raise EvalbotError(f"kernel gates could not run: {exc}") from None
     return gates
@@ -311,7 +326,7 @@ def _session(config: Config, policy: Policy, key: str, path: Path, candidate: Ma
 
 def _model_details(run: Any, peak: float) -> dict[str, Any]:
     out: dict[str, Any] = {"divergence": run.divergence.as_dict(), "teacher_forced_s": run.teacher_forced_s,
-                           "contexts": {}}
+                           "stages_s": {k: round(v, 3) for k, v in run.stages_s.items()}, "contexts": {}}
     for c in run.contexts:
         out["contexts"][str(c.context)] = {
             "steps_per_trial": c.steps_per_trial, "pairs": len(c.frontier_s), "elapsed_s": c.elapsed_s,

@@ -64,6 +64,7 @@ class ModelRun:
     divergence: Divergence
     contexts: tuple[ContextRun, ...] = ()
     teacher_forced_s: float = 0.0
+    stages_s: Mapping[str, float] = field(default_factory=dict)  # where the model's wall time went
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,18 @@ def speed_cell(model: str, run: ContextRun, frontier: DecodeRuntime, peak_bytes_
                      t_roofline_s=step_traffic(frontier.plan, mid).total / peak_bytes_per_s, guard=guard)
 
 
+class _Stopwatch:
+    """Adds the time since the last lap to a named stage (a stage may recur: one lap per context)."""
+
+    def __init__(self, stages: dict[str, float]) -> None:
+        self.stages, self.last = stages, time.monotonic()
+
+    def lap(self, stage: str) -> None:
+        now = time.monotonic()
+        self.stages[stage] = self.stages.get(stage, 0.0) + now - self.last
+        self.last = now
+
+
 def run_session(spec: SessionSpec) -> SessionResult:
     started = time.monotonic()
     gpu, driver = gpu_identity()
@@ -133,17 +146,24 @@ def run_session(spec: SessionSpec) -> SessionResult:
     runs: list[ModelRun] = []
     notes: list[str] = []
     for key, path in spec.models.items():
+        stages: dict[str, float] = {}
+        clock = _Stopwatch(stages)
         with GGUFModel.open(path) as model:
+            model.sha256()
+            clock.lap("hash")
             text = corpus.for_model(model)
             ref = reference_logprobs(model, text, spec.reference_dir, xp=cupy)
+            clock.lap("reference_cached" if ref.hit else "reference")
             n_ctx = max(len(text.tokens), max((*spec.contexts, *spec.guard_contexts)) + SLACK if spec.benchmark else 0)
             cupy.get_default_memory_pool().free_all_blocks()  # the reference's arrays
             free, total = cupy.cuda.runtime.memGetInfo()
             tensor_bytes = sum(int(model.raw(name).nbytes) for name in model.tensors)
             require_fits(build_plan(model, n_ctx), tensor_bytes, key, free, total)
             weights = DeviceModel(model)
+            clock.lap("upload")
             frontier = DecodeRuntime(weights, n_ctx, spec.frontier)
             candidate = DecodeRuntime(weights, n_ctx, spec.candidate, share_from=frontier)
+            clock.lap("runtimes")
             t0 = time.monotonic()
             logits = candidate.teacher_forced(text.tokens)
             tf_s = time.monotonic() - t0
@@ -151,6 +171,7 @@ def run_session(spec: SessionSpec) -> SessionResult:
             d = compare(np.asarray(ref.logprobs, dtype=np.float64), normalize(logits), targets)
             model_gates = end_to_end(key, d, spec.limits)
             gates.extend(model_gates)
+            clock.lap("teacher_forced")
             contexts: list[ContextRun] = []
             if spec.benchmark and all(g.passed for g in gates):
                 seed = spec.seed % (1 << 62)
@@ -162,13 +183,17 @@ def run_session(spec: SessionSpec) -> SessionResult:
                     gates.append(spot_check(key, ctx, run.spot_check, spec.limits))
                     gates.append(kv_integrity(key, ctx, run.kv_intact))
                     cells.append(speed_cell(key, run, frontier, peak, guard=ctx in guards))
+                    clock.lap("guards" if ctx in guards else "benchmark")
                 audited = spec.contexts[seed % len(spec.contexts)]
                 audit = repeat_audit(frontier, candidate, audited, seed + audited, spec.audit_pairs)
                 gates.append(repeat_audit_gate(key, audit, spec.audit_margin))
+                clock.lap("repeat_audit")
             elif spec.benchmark:
                 notes.append(f"{key}: not benchmarked (a gate failed)")
-            runs.append(ModelRun(key, model.sha256(), text.sha256, REFERENCE_VERSION, d, tuple(contexts), tf_s))
+            runs.append(ModelRun(key, model.sha256(), text.sha256, REFERENCE_VERSION, d, tuple(contexts), tf_s,
+                                 stages))
             del candidate, frontier, weights
             cupy.get_default_memory_pool().free_all_blocks()
+            clock.lap("release")
     return SessionResult(tuple(gates), tuple(cells), tuple(runs), gpu, driver, time.monotonic() - started, peak,
                          tuple(notes))

@@ -35,6 +35,7 @@ class Run:  # the fields of harness.session.ModelRun the evaluator reads
     reference_version: int = 1
     contexts: tuple[Any, ...] = ()
     teacher_forced_s: float = 0.5
+    stages_s: dict[str, float] = field(default_factory=lambda: {"upload": 1.5, "teacher_forced": 0.5})
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,10 @@ def test_correctness_members_go_first_and_are_never_benchmarked(setup) -> None:
     assert {c.model for c in outcome.measurements.cells} == {"qwen3moe-tiny", "gemma4-tiny"}
     assert doc["label"] == "none" and "gemma3-270m" not in doc["per_model_score"]
     assert doc["details"]["models"]["gemma3-270m"]["contexts"] == {}
+    # The verdict's latency by stage: the build, then one session per member in the order they ran.
+    assert list(doc["details"]["stages_s"]) == ["build", "model:gemma3-270m", "model:qwen3moe-tiny",
+                                                "model:gemma4-tiny"]
+    assert doc["details"]["models"]["qwen3moe-tiny"]["stages_s"] == {"upload": 1.5, "teacher_forced": 0.5}
 
 
 def test_a_failure_on_real_weights_is_a_reject_before_any_benchmark(setup) -> None:
