@@ -149,7 +149,7 @@ def run_session(spec: SessionSpec) -> SessionResult:
         stages: dict[str, float] = {}
         clock = _Stopwatch(stages)
         with GGUFModel.open(path) as model:
-            model.sha256()
+            model.sha256(spec.reference_dir / "digests")
             clock.lap("hash")
             text = corpus.for_model(model)
             ref = reference_logprobs(model, text, spec.reference_dir, xp=cupy)

@@ -13,7 +13,6 @@ per dim innermost first, u32 type, u64 offset); padding to ``general.alignment``
 
 from __future__ import annotations
 
-import hashlib
 import mmap
 import os
 import struct
@@ -27,6 +26,7 @@ import numpy as np
 
 from reference_runtime import quants
 from reference_runtime.errors import ReferenceRuntimeError
+from reference_runtime.file_digest import sha256_file
 
 VT = gguf.GGUFValueType
 
@@ -293,17 +293,14 @@ class GGUFModel:
 
     # -- file -------------------------------------------------------------------------------
 
-    def sha256(self) -> str:
-        """SHA-256 of the whole file, read in chunks (not through the map) and cached."""
+    def sha256(self, cache_dir: Path | None = None) -> str:
+        """SHA-256 of the whole file, read in chunks (not through the map) and cached; with
+        ``cache_dir``, also across processes while the file is unchanged (``file_digest``)."""
         if self._sha256 is None:
-            digest = hashlib.sha256()
             try:
-                with open(self.path, "rb") as f:
-                    while chunk := f.read(1 << 20):
-                        digest.update(chunk)
+                self._sha256 = sha256_file(self.path, cache_dir)
             except OSError as exc:
                 raise GGUFError(f"{self.path}: cannot read the file: {exc.strerror or exc}") from None
-            self._sha256 = digest.hexdigest()
         return self._sha256
 
     def close(self) -> None:
