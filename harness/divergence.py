@@ -6,7 +6,8 @@ perplexity tool's KL-divergence report. The reference is always the first argume
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -35,35 +36,72 @@ class Divergence:
         return asdict(self) | {"ppl_ratio": self.ppl_ratio}
 
 
-def normalize(logits: np.ndarray) -> np.ndarray:
+def _namespace(a: Any) -> Any:
+    """NumPy, or CuPy for a CuPy array (imported only then: CPU installs have no CuPy)."""
+    if type(a).__module__.partition(".")[0] == "cupy":
+        import cupy
+
+        return cupy
+    return np
+
+
+def normalize(logits: Any) -> Any:
     """Log-softmax in float64 (for logits from an implementation that returns raw scores)."""
-    x = np.asarray(logits, dtype=np.float64)
+    xp = _namespace(logits)
+    x = xp.asarray(logits, dtype=xp.float64)
     x = x - x.max(axis=-1, keepdims=True)
-    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+    return x - xp.log(xp.exp(x).sum(axis=-1, keepdims=True))
 
 
-def kl_per_position(ref: np.ndarray, cand: np.ndarray) -> np.ndarray:
-    ref = np.asarray(ref, dtype=np.float64)
-    cand = np.asarray(cand, dtype=np.float64)
-    return np.maximum((np.exp(ref) * (ref - cand)).sum(axis=-1), 0.0)
+def kl_per_position(ref: Any, cand: Any) -> Any:
+    xp = _namespace(cand)
+    ref = xp.asarray(ref, dtype=xp.float64)
+    cand = xp.asarray(cand, dtype=xp.float64)
+    return xp.maximum((xp.exp(ref) * (ref - cand)).sum(axis=-1), 0.0)
 
 
-def compare(ref: np.ndarray, cand: np.ndarray, targets: np.ndarray | None = None, margin: float = 0.25) -> Divergence:
-    """Compare log-probs ``cand`` with ``ref``. ``targets[i]`` is the token that followed position i
-    (for perplexity); without it perplexities are NaN."""
+@dataclass(frozen=True)
+class RowStats:
+    """What ``compare`` needs of each position, as host arrays: the [n, n_vocab] inputs reduced to
+    [n], so positions can be compared a block at a time (on the GPU, as the logits are produced)."""
+
+    kl: np.ndarray
+    agree: np.ndarray  # the two top tokens are the same
+    gap: np.ndarray  # the reference's top log-prob minus its runner-up's
+    target_ref: np.ndarray  # log-prob of the token that followed (NaN without targets)
+    target_cand: np.ndarray
+
+    @staticmethod
+    def concat(parts: Sequence[RowStats]) -> RowStats:
+        return RowStats(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(RowStats)))
+
+
+def row_stats(ref: Any, cand: Any, targets: np.ndarray | None = None, raw: bool = False) -> RowStats:
+    """Per-position statistics of log-probs ``cand`` against ``ref`` ([n, n_vocab] each, NumPy or
+    CuPy; computed where ``cand`` lives, in float64). ``raw``: ``cand`` holds logits, normalized here."""
+    xp = _namespace(cand)
+    ref = xp.asarray(ref, dtype=xp.float64)
+    cand = normalize(cand) if raw else xp.asarray(cand, dtype=xp.float64)
     if ref.shape != cand.shape or ref.ndim != 2:
         raise ValueError(f"shapes differ or are not 2-D: {ref.shape} vs {cand.shape}")
-    kl = kl_per_position(ref, cand)
-    top_ref = ref.argmax(axis=-1)
-    agree = top_ref == cand.argmax(axis=-1)
-    top2 = np.partition(ref, -2, axis=-1)[:, -2:]
-    confident = (top2[:, 1] - top2[:, 0]) > margin
+    rows = xp.arange(len(ref))
+    top = ref.argmax(axis=-1)
+    best = ref[rows, top]
+    runner = ref.copy()
+    runner[rows, top] = -xp.inf
+    stats = [kl_per_position(ref, cand), top == cand.argmax(axis=-1), best - runner.max(axis=-1)]
     if targets is not None:
-        rows = np.arange(len(targets))
-        ppl_ref = float(np.exp(-ref[rows, targets].mean()))
-        ppl_cand = float(np.exp(-cand[rows, targets].mean()))
-    else:
-        ppl_ref = ppl_cand = float("nan")
+        t = xp.asarray(targets)
+        stats += [ref[rows, t], cand[rows, t]]
+    host = [a.get() if xp is not np else a for a in stats]
+    if targets is None:
+        host += [np.full(len(ref), np.nan), np.full(len(ref), np.nan)]
+    return RowStats(*host)
+
+
+def summarize(stats: RowStats, margin: float = 0.25, has_targets: bool = True) -> Divergence:
+    kl, agree = stats.kl, stats.agree
+    confident = stats.gap > margin
     return Divergence(
         n_positions=len(kl),
         top1_agreement=float(agree.mean()),
@@ -73,6 +111,29 @@ def compare(ref: np.ndarray, cand: np.ndarray, targets: np.ndarray | None = None
         margin=margin,
         n_confident=int(confident.sum()),
         top1_agreement_confident=float(agree[confident].mean()) if confident.any() else float("nan"),
-        ppl_ref=ppl_ref,
-        ppl_cand=ppl_cand,
+        ppl_ref=float(np.exp(-stats.target_ref.mean())) if has_targets else float("nan"),
+        ppl_cand=float(np.exp(-stats.target_cand.mean())) if has_targets else float("nan"),
     )
+
+
+# Positions per block: 128 MB of float64 per operand at Gemma's 262,144-token vocabulary, so a
+# block's temporaries stay well inside the headroom ``require_fits`` leaves on the GPU.
+_BLOCK_VALUES = 1 << 24
+
+
+def block_stats(ref: Any, cand: Any, targets: np.ndarray | None = None, raw: bool = False) -> RowStats:
+    """``row_stats`` a block of positions at a time: memory bounded whatever the vocabulary."""
+    if ref.shape != cand.shape or len(ref.shape) != 2:
+        raise ValueError(f"shapes differ or are not 2-D: {ref.shape} vs {cand.shape}")
+    block = max(1, _BLOCK_VALUES // max(1, ref.shape[1]))
+    return RowStats.concat([row_stats(ref[i : i + block], cand[i : i + block],
+                                      None if targets is None else targets[i : i + block], raw)
+                            for i in range(0, ref.shape[0], block)])
+
+
+def compare(ref: Any, cand: Any, targets: np.ndarray | None = None, margin: float = 0.25,
+            raw: bool = False) -> Divergence:
+    """Compare log-probs ``cand`` with ``ref``. ``targets[i]`` is the token that followed position i
+    (for perplexity); without it perplexities are NaN. NumPy or CuPy (computed where ``cand`` lives);
+    ``raw``: ``cand`` holds logits, normalized a block at a time, never whole in float64."""
+    return summarize(block_stats(ref, cand, targets, raw), margin, targets is not None)

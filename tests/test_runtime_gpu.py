@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.divergence import compare, normalize
+from harness.divergence import RowStats, block_stats, compare, normalize, summarize
 from reference_runtime import basket, corpus
 from reference_runtime.gguf_model import GGUFModel
 from reference_runtime.reference import Forward
@@ -46,10 +46,19 @@ def test_teacher_forced_decode_matches_fp64_reference(models: Path, key: str) ->
         runtime = DecodeRuntime(DeviceModel(model), n_ctx=len(tokens))
         logits = runtime.teacher_forced(tokens)
         ref = Forward(model, xp=cupy).logprobs(tokens).get()
-    d = compare(ref, normalize(logits), np.append(tokens[1:], tokens[0]))
+    targets = np.append(tokens[1:], tokens[0])
+    d = compare(ref, normalize(logits), targets)
     assert d.n_positions == len(tokens) == 2396
     assert d.top1_agreement >= 0.995, d
     assert d.kl_mean <= 1e-3, d
+    # What a session does: each history block compared on the device as it fills, from raw logits.
+    stats = [block_stats(cupy.asarray(ref[i : i + len(b)]), b, targets[i : i + len(b)], raw=True)
+             for i, b in runtime.teacher_forced_blocks(tokens)]
+    on_device = summarize(RowStats.concat(stats))
+    assert len(stats) > 1 and on_device.n_positions == d.n_positions
+    assert (on_device.top1_agreement, on_device.n_confident) == (d.top1_agreement, d.n_confident)
+    for field in ("kl_mean", "kl_p99", "kl_max", "ppl_ref", "ppl_cand"):
+        assert getattr(on_device, field) == pytest.approx(getattr(d, field), rel=1e-9, abs=1e-15), field
 
 
 @pytest.mark.parametrize("key", sorted(basket.SPECS))

@@ -10,7 +10,7 @@ stay on the device. Two runtimes may share one :class:`DeviceModel` (the weights
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -170,9 +170,17 @@ class DecodeRuntime:
     def teacher_forced(self, tokens: Sequence[int], eager: bool = False) -> np.ndarray:
         """Logits [len(tokens), n_vocab] (float32): position t's row is the model's prediction after
         reading tokens[: t + 1], decoded one token per graph replay."""
+        out = np.empty((len(tokens), self.plan.config.n_vocab), dtype=np.float32)
+        for start, block in self.teacher_forced_blocks(tokens, eager):
+            out[start : start + len(block)] = block.get()
+        return out
+
+    def teacher_forced_blocks(self, tokens: Sequence[int], eager: bool = False
+                              ) -> Iterator[tuple[int, cupy.ndarray]]:
+        """``teacher_forced``, left on the device: (first position, logits [m, n_vocab]) per filling of
+        the history buffer. A block is a view of that buffer, valid until the next one is requested."""
         self.set_tokens(tokens)
         n, vocab, cap = len(tokens), self.plan.config.n_vocab, self.plan.history
-        out = np.empty((n, vocab), dtype=np.float32)
         if not eager and self.graph is None:
             self.capture()
         for start in range(0, n, cap):
@@ -180,8 +188,7 @@ class DecodeRuntime:
             for _ in range(m):
                 self.step_eager() if eager else self.graph.launch(self.stream)
             self.stream.synchronize()
-            out[start : start + m] = self.buffers["history"][: m * vocab].get().reshape(m, vocab)
-        return out
+            yield start, self.buffers["history"][: m * vocab].reshape(m, vocab)
 
     def kv_views(self) -> dict[str, cupy.ndarray]:
         """Each KV cache buffer as [n_head_kv, n_ctx, head_dim] (head-major, the ABI's layout)."""
