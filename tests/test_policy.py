@@ -209,3 +209,17 @@ def test_a_guard_cell_renders_as_a_guard() -> None:
 
     assert _context({"context": 131072, "guard": True}) == "131072 (guard)"
     assert _context({"context": 4096}) == "4096"
+
+
+def test_the_printed_gates_snippet_keeps_the_policy_files_precision() -> None:
+    import tomllib
+    from types import SimpleNamespace
+
+    from evalbot.cli.eval import gates_snippet
+
+    # The production calibration's proposal (docs/results/production-verdicts/calibrate-production.log).
+    proposed = SimpleNamespace(top1_min=0.9716194, kl_mean_max=0.001238799, kl_p99_max=0.02729707,
+                               kl_max_max=0.3007331, ppl_ratio_max=1.003016)
+    parsed = tomllib.loads(gates_snippet(proposed))["gates"]
+    assert parsed == pytest.approx(vars(proposed), rel=1e-7)
+    assert parsed["ppl_ratio_max"] > 1.003

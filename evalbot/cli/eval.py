@@ -161,6 +161,15 @@ def eval_command(
     raise typer.Exit(1 if doc["label"] == "REJECT" else 0)
 
 
+_GATE_NAMES = ("top1_min", "kl_mean_max", "kl_p99_max", "kl_max_max", "ppl_ratio_max")
+
+
+def gates_snippet(limits: object) -> str:
+    """The proposed [gates] as TOML to paste, to the policy file's precision (a 3-digit rounding once
+    printed ppl_ratio_max 1.003016 as 1, a limit the baseline itself fails)."""
+    return "[gates]\n" + "\n".join(f"{k} = {getattr(limits, k):.7g}" for k in _GATE_NAMES)
+
+
 def register(app: typer.Typer) -> None:
     app.command("eval")(eval_command)
     app.command("calibrate")(calibrate_command)
@@ -237,13 +246,11 @@ def calibrate_command(
         console.print(f"[bold red]{len(failed)} baseline kernel(s) fail the current policy:[/] "
                       + ", ".join(g.name for g in failed))
     # A TOML snippet to paste: its [gates] header must not be read as console markup.
-    console.print("[gates]\n" + "\n".join(f"{k} = {getattr(proposed, k):.3g}" for k in
-                                           ("top1_min", "kl_mean_max", "kl_p99_max", "kl_max_max", "ppl_ratio_max")),
-                  markup=False, highlight=False)
+    console.print(gates_snippet(proposed), markup=False, highlight=False)
     if policy_out:
         from evalbot.policy import parse_policy, policy_bytes, with_gates
 
-        names = ("top1_min", "kl_mean_max", "kl_p99_max", "kl_max_max", "ppl_ratio_max")
+        names = _GATE_NAMES
         worst = ", ".join(f"{n} {getattr(floor, n):.6g}" for n in names)
         text = with_gates(policy_bytes(policy, cfg.basket.set)[0].decode(), {n: getattr(proposed, n) for n in names}, [
             "End-to-end, teacher-forced over the frozen corpus against the fp64 reference, per basket model.",
