@@ -7,7 +7,9 @@
 #   bash benchmarks/production_verdicts.sh STEP [STEP...]      (carry .whl; see production_device.sh)
 #
 # Steps: wheels, generate (skipped when the files verify), calibrate (writes $RES/v2.toml),
-# verdicts (PV_BRANCHES, default wrong,faster,main; PV_PASSES, default 1; PV_TAG names the output).
+# verdicts (PV_BRANCHES, default wrong,faster,main; PV_PASSES, default 1; PV_TAG names the output),
+# experiments (the known-effect experiment on the production models, benchmarks/verdict_experiments.py;
+# PV_AA_RUNS, default 0: the A/A verdicts above already cover A/A).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -66,6 +68,11 @@ step_verdicts() {
     | tee -a "$RES/verdicts.log"
   nvidia-smi --query-gpu=memory.used,memory.total --format=csv | tee -a "$RES/verdicts.log"
 }
+step_experiments() {
+  log "known effects on the production basket"
+  python3 benchmarks/verdict_experiments.py --basket "$MODELS" --set production --out "$RES/vexp-production.json" \
+    --aa-runs "${PV_AA_RUNS:-0}" --aa-budget 1 --effect-budget 3 --mde-budget 5 2>&1 | tee "$RES/vexp-production.log"
+}
 
 for s in "$@"; do
   case "$s" in
@@ -73,6 +80,7 @@ for s in "$@"; do
     generate) step_generate ;;
     calibrate) step_calibrate ;;
     verdicts) step_verdicts ;;
-    *) echo "unknown step '$s' (wheels generate calibrate verdicts)" >&2; exit 2 ;;
+    experiments) step_experiments ;;
+    *) echo "unknown step '$s' (wheels generate calibrate verdicts experiments)" >&2; exit 2 ;;
   esac
 done

@@ -8,8 +8,11 @@
   ~1 %, 3 % and 10 %: is each expected slowdown inside the measured interval, and which label follows?
 - Minimum detectable effect of each run.
 
-    python benchmarks/verdict_experiments.py --basket DIR --out verdicts.json [--aa-runs 20]
-        [--aa-budget 1.0] [--effect-budget 5.0]
+    python benchmarks/verdict_experiments.py --basket DIR --out verdicts.json [--set tiny|production]
+        [--aa-runs 20] [--aa-budget 1.0] [--effect-budget 5.0]
+
+``--set production`` runs the production models found in DIR under their set's policy (v2: its
+contexts, its labels); the default is the tiny basket under v1.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from typing import Any
 import cupy
 import numpy as np
 
-from evalbot.policy import label, load_policy, sampling_rule
+from evalbot.config import BASKET_SETS
+from evalbot.policy import Policy, label, load_policy, sampling_rule
 from harness.benchmark import interleaved
 from harness.measurements import Measurements, SpeedCell
 from harness.session import SLACK, gpu_identity, measure_peak_bandwidth, speed_cell
@@ -39,7 +43,6 @@ from reference_runtime.runtime.kernels import Const, LaunchSpec, SlotKernel, nor
 from reference_runtime.runtime.launch import capture_repeated, function, geometry, pack, prepare, replay_us
 
 SPIN_SOURCE = Path(__file__).parent / "data" / "rmsnorm_spin.cu"
-POLICY = load_policy()
 
 
 def spin_kernel(ns: int) -> SlotKernel:
@@ -62,11 +65,11 @@ def kernel_us(kernel: SlotKernel, n_embd: int, reps: int = 2000) -> float:
 
 
 class Bench:
-    def __init__(self, models: dict[str, Path], peak: float) -> None:
-        self.peak = peak
+    def __init__(self, models: dict[str, Path], peak: float, policy: Policy) -> None:
+        self.peak, self.policy = peak, policy
         self.opened = {k: GGUFModel.open(p) for k, p in models.items()}
         self.weights = {k: DeviceModel(m) for k, m in self.opened.items()}
-        self.n_ctx = max(POLICY.contexts) + SLACK
+        self.n_ctx = max(policy.contexts) + SLACK
         self.frontier = {k: DecodeRuntime(w, self.n_ctx) for k, w in self.weights.items()}
         self.block_speedups: dict[tuple[str, int], list[float]] = {}
 
@@ -76,7 +79,7 @@ class Bench:
         for key, weights in self.weights.items():
             candidate = DecodeRuntime(weights, self.n_ctx, overrides.get(key, {}), share_from=self.frontier[key])
             frontier = self.frontier[key]
-            for ctx in POLICY.contexts:
+            for ctx in self.policy.contexts:
                 r = interleaved(frontier, candidate, ctx, rule, seed=seed + ctx)
                 x = np.log(np.array(r.frontier_s) / np.array(r.candidate_s))
                 self.block_speedups[(key, ctx)] = np.exp(block_medians(x, np.array(r.blocks))).round(4).tolist()
@@ -99,23 +102,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--basket", required=True, type=Path)
     parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--set", choices=sorted(BASKET_SETS), default="tiny", help="which basket, under its policy")
     parser.add_argument("--aa-runs", type=int, default=20)
     parser.add_argument("--aa-budget", type=float, default=1.0, help="seconds per (model, context) in A/A runs")
     parser.add_argument("--effect-budget", type=float, default=5.0)
-    parser.add_argument("--mde-budget", type=float, default=POLICY.budget_s)
+    parser.add_argument("--mde-budget", type=float, default=None, help="seconds per cell (default: the policy's)")
     args = parser.parse_args()
+    policy = load_policy(basket_set=args.set)
 
     gpu, driver = gpu_identity()
     peak = measure_peak_bandwidth()
-    bench = Bench({k: basket.model_path(args.basket, k) for k in basket.SPECS}, peak)
-    out: dict[str, Any] = {"gpu": gpu, "driver": driver, "peak_bytes_per_s": peak, "policy_sha256": POLICY.sha256}
-    base_rule = sampling_rule(POLICY)
+    bench = Bench({k: basket.model_path(args.basket, k) for k in BASKET_SETS[args.set]}, peak, policy)
+    out: dict[str, Any] = {"gpu": gpu, "driver": driver, "peak_bytes_per_s": peak, "policy_sha256": policy.sha256,
+                           "basket_set": args.set}
+    base_rule = sampling_rule(policy)
+    if args.mde_budget is not None:
+        base_rule = replace(base_rule, budget_s=args.mde_budget)
 
     # The minimum detectable effect at the policy's full budget, and A/A at a short one.
     started = time.monotonic()
     cells = bench.run({}, base_rule, seed=1000)
     out["mde_run"] = {"budget_s_per_cell": base_rule.budget_s, "seconds": time.monotonic() - started,
-                      "label": label(Measurements(True, cells=tuple(cells)), POLICY).label, "cells": summary(cells)}
+                      "label": label(Measurements(True, cells=tuple(cells)), policy).label, "cells": summary(cells)}
     print(f"full-budget A/A: label {out['mde_run']['label']}, MDE per cell "
           + ", ".join(f"{c.model}@{c.context} {100 * c.comparison.mde:.2f}%" for c in cells), flush=True)
 
@@ -123,7 +131,7 @@ def main() -> None:
     aa = []
     for i in range(args.aa_runs):
         cells = bench.run({}, rule, seed=i)
-        decision = label(Measurements(True, cells=tuple(cells)), POLICY)
+        decision = label(Measurements(True, cells=tuple(cells)), policy)
         aa.append({"label": decision.label, "score": decision.score, "cells": summary(cells, bench.block_speedups)})
         print(f"A/A {i + 1}/{args.aa_runs}: {decision.label}  speedups "
               + " ".join(f"{c.comparison.speedup:.4f} [{c.comparison.ci_low:.4f},{c.comparison.ci_high:.4f}]"
@@ -132,12 +140,13 @@ def main() -> None:
         if wide:
             print(f"    blocks that disagree by > 0.5 %: {wide}", flush=True)
     speedups = [c["speedup"] for run in aa for c in run["cells"]]
+    nan = float("nan")  # --aa-runs 0
     out["aa"] = {"runs": aa, "budget_s_per_cell": args.aa_budget, "labels": [r["label"] for r in aa],
-                 "speedup_min": min(speedups), "speedup_max": max(speedups),
-                 "speedup_sd": statistics.pstdev(speedups)}
+                 "speedup_min": min(speedups, default=nan), "speedup_max": max(speedups, default=nan),
+                 "speedup_sd": statistics.pstdev(speedups) if speedups else nan}
 
     # Known effects: per model, a wait that costs `pct` of its step at the middle context.
-    ctx0 = POLICY.contexts[len(POLICY.contexts) // 2]
+    ctx0 = policy.contexts[len(policy.contexts) // 2]
     dims = {k: next(op.env["n_embd"] for op in bench.frontier[k].plan.ops if op.name == "rmsnorm")
             for k in bench.weights}
     plain = spin_kernel(0)
@@ -149,7 +158,7 @@ def main() -> None:
         extra_us = {k: kernel_us(kernels[k], dims[k]) - kernel_us(plain, dims[k]) for k in bench.weights}
         cells = bench.run({k: {"rmsnorm": kernels[k]} for k in bench.weights},
                           replace(base_rule, budget_s=args.effect_budget), seed=77)
-        decision = label(Measurements(True, cells=tuple(cells)), POLICY)
+        decision = label(Measurements(True, cells=tuple(cells)), policy)
         rows = []
         for c in cells:
             expected = c.t_frontier_s / (c.t_frontier_s + bench.norm_calls(c.model) * extra_us[c.model] * 1e-6)
