@@ -6,7 +6,8 @@
 #
 #   bash benchmarks/production_verdicts.sh STEP [STEP...]      (carry .whl; see production_device.sh)
 #
-# Steps: wheels, generate (skipped when the files verify), calibrate (writes $RES/v2.toml),
+# Steps: wheels, generate (skipped when the files verify), calibrate (writes $RES/v2.toml; PV_LONG=16384
+# adds the long-context probe, ~2 minutes a model),
 # verdicts (PV_BRANCHES, default wrong,faster,main; PV_PASSES, default 1; PV_TAG names the output),
 # experiments (the known-effect experiment on the production models, benchmarks/verdict_experiments.py;
 # PV_AA_RUNS, default 0: the A/A verdicts above already cover A/A).
@@ -55,7 +56,8 @@ step_generate() {
 step_calibrate() {
   log "evalbot calibrate --runs 2 on the production basket"
   local t0=$SECONDS
-  python3 -m evalbot calibrate --runs 2 --json "$RES/calibrate.json" --policy-out "$RES/v2.toml" 2>&1 \
+  python3 -m evalbot calibrate --runs 2 --json "$RES/calibrate.json" --policy-out "$RES/v2.toml" \
+    --long-context "${PV_LONG:-0}" 2>&1 \
     | tee "$RES/calibrate.log"
   log "calibrate took $((SECONDS - t0)) s"
 }

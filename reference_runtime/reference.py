@@ -212,9 +212,11 @@ class Forward:
         out_scale = self.opt(p + "layer_output_scale.weight")
         return h if out_scale is None else h * out_scale
 
-    def logprobs(self, tokens: Sequence[int] | Any, on_layer: Callable[[int, int], None] | None = None) -> Any:
+    def logprobs(self, tokens: Sequence[int] | Any, on_layer: Callable[[int, int], None] | None = None,
+                 at: Sequence[int] | None = None) -> Any:
         """Log-probabilities [n_tokens, n_vocab] (float64) of the next token after each position;
-        ``on_layer(done, total)`` is called after each layer (a CPU forward takes seconds)."""
+        ``on_layer(done, total)`` is called after each layer (a CPU forward takes seconds). ``at``:
+        only those positions' rows (a long context's logits would not fit: 16k x 262,144 x 8 B = 34 GB)."""
         xp = self.xp
         ids = xp.asarray(np.asarray(tokens, dtype=np.int64))
         if ids.ndim != 1 or len(ids) == 0:
@@ -227,6 +229,8 @@ class Forward:
             h = self.layer(h, layer, positions)
             if on_layer is not None:
                 on_layer(done, len(self.cfg.layers))
+        if at is not None:
+            h = h[xp.asarray(np.asarray(at, dtype=np.int64))]
         return log_softmax(xp, self.lm_head(self.norm(h, "output_norm.weight")))
 
 

@@ -183,3 +183,19 @@ def test_a_gpu_too_small_is_refused_naming_the_memory_needed(key: str, narrow_fi
     require_fits(plan, tensor_bytes, key, need, 2 * need)
     with pytest.raises(DeviceTooSmall, match=rf"{key}: the evaluation needs .* GiB of GPU memory .* n_ctx 4096"):
         require_fits(plan, tensor_bytes, key, need - 1, 2 * need)
+
+
+@pytest.mark.parametrize("key", sorted(NARROW))
+def test_reference_at_selected_positions_equals_those_rows_of_the_whole(key: str, narrow_files) -> None:
+    """The long-context probe projects only its last positions through the output head: the same
+    rows, to float64 rounding, as the whole forward's."""
+    from reference_runtime import corpus
+    from reference_runtime.reference import Forward
+
+    with GGUFModel.open(narrow_files[key].path) as model:
+        tokens = corpus.for_model(model).tokens[:80] % NARROW[key].n_vocab
+        whole = Forward(model).logprobs(tokens)
+        at = [3, 41, 79]
+        picked = Forward(model).logprobs(tokens, at=at)
+    assert picked.shape == (3, whole.shape[1])
+    np.testing.assert_allclose(picked, whole[at], rtol=0, atol=1e-9)

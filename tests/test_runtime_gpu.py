@@ -62,6 +62,18 @@ def test_teacher_forced_decode_matches_fp64_reference(models: Path, key: str) ->
 
 
 @pytest.mark.parametrize("key", sorted(basket.SPECS))
+def test_long_context_probe_stays_at_the_fp64_reference(models: Path, key: str) -> None:
+    """16k positions of history (the corpus cycled), the last 8 steps against fp64: within v1's gates."""
+    from harness.long_context import ProbeSpec, run_probe
+
+    r = run_probe(ProbeSpec(basket.model_path(models, key), 16384, 8))
+    print(key, r)
+    assert r.positions == tuple(range(16376, 16384)) and r.divergence.n_positions == 8
+    assert r.divergence.top1_agreement >= 0.75, r
+    assert r.divergence.kl_mean <= 3e-4, r
+
+
+@pytest.mark.parametrize("key", sorted(basket.SPECS))
 def test_graph_replay_equals_eager_launches(models: Path, key: str) -> None:
     with GGUFModel.open(basket.model_path(models, key)) as model:
         tokens = corpus.for_model(model).tokens[:300]

@@ -161,6 +161,8 @@ def eval_command(
     raise typer.Exit(1 if doc["label"] == "REJECT" else 0)
 
 
+PROBE_STEPS = 8  # decoded steps compared at the end of the long-context probe
+
 _GATE_NAMES = ("top1_min", "kl_mean_max", "kl_p99_max", "kl_max_max", "ppl_ratio_max")
 
 
@@ -175,7 +177,6 @@ def register(app: typer.Typer) -> None:
     app.command("calibrate")(calibrate_command)
 
 
-
 def calibrate_command(
     runs: Annotated[int, typer.Option(help="teacher-forced runs of the baseline per model")] = 2,
     margin: Annotated[float, typer.Option(help="limits sit this many times beyond the noise")] = 4.0,
@@ -183,6 +184,8 @@ def calibrate_command(
     json_out: Annotated[Path | None, typer.Option("--json", help="write the measurements and proposals here")] = None,
     policy_out: Annotated[Path | None, typer.Option(
         "--policy-out", help="write the policy with its [gates] set to the proposed limits here")] = None,
+    long_context: Annotated[int, typer.Option(
+        help="also decode this many positions per model and compare the last steps with fp64 (0: skip)")] = 0,
     config: ConfigOpt = None,
     policy: PolicyOpt = None,
 ) -> None:
@@ -196,9 +199,12 @@ def calibrate_command(
     from evalbot.policy import gate_limits, load_policy, sampling_rule
     from harness.calibrate import noise_floor, propose_kernel_tolerances, propose_limits
     from harness.kernel_gates import EXACT, basket_envs, family, run_kernel_gates
+    from harness.long_context import ProbeSpec, run_probe
 
     cfg = load_config(config)
     pol = load_policy(policy, basket_set=cfg.basket.set)
+    if 0 < long_context <= PROBE_STEPS or long_context < 0:
+        raise EvalbotError(f"--long-context {long_context}: give 0 (skip) or more than {PROBE_STEPS} positions")
     if not gpu_available():
         raise EvalbotError(NO_GPU)
     from harness.session import SessionSpec, run_session
@@ -217,6 +223,10 @@ def calibrate_command(
                 result = run_contained(run_session, spec, timeout_s=1800.0)
                 gpu = result.gpu
                 observed.extend((key, m.divergence) for m in result.models)
+        probes = []
+        for key, path in models.items() if long_context else ():
+            say(f"{key}: the last {PROBE_STEPS} of {long_context} decoded positions against fp64")
+            probes.append((key, run_contained(run_probe, ProbeSpec(path, long_context, PROBE_STEPS), timeout_s=3600.0)))
         say("baseline kernels against the fp64 slot math")
         kernels = baseline_kernels(device_arch())
         gates = run_kernel_gates(kernels, basket_envs(models, set(kernels)), holdout_seed(cfg),
@@ -241,6 +251,15 @@ def calibrate_command(
     for fam, value in tolerances.items():
         ktable.add_row(fam, f"{value:.3g}", f"{pol.kernel_tolerances.get(fam, float('nan')):.3g}")
     console.print(ktable)
+    if probes:
+        ptable = Table(title="long-context probe: the baseline's last steps against fp64 (a report, not a gate)")
+        for col in ("model", "positions", "top-1", "KL mean", "KL max", "ppl ratio", "decode s", "fp64 s"):
+            ptable.add_column(col, justify="right")
+        for key, r in probes:
+            d = r.divergence
+            ptable.add_row(key, f"{r.positions[0]}..{r.positions[-1]}", f"{d.top1_agreement:.4f}", f"{d.kl_mean:.3g}",
+                           f"{d.kl_max:.3g}", f"{d.ppl_ratio:.5f}", f"{r.decode_s:.1f}", f"{r.reference_s:.1f}")
+        console.print(ptable)
     failed = [g for g in gates if not g.passed]
     if failed:
         console.print(f"[bold red]{len(failed)} baseline kernel(s) fail the current policy:[/] "
@@ -266,4 +285,7 @@ def calibrate_command(
             "observations": [{"model": k, **d.as_dict()} for k, d in observed], "floor": asdict(floor),
             "margin": margin, "proposed": asdict(proposed), "kernel_gates": [asdict(g) for g in gates],
             "kernel_margin": kernel_margin, "proposed_kernel_tolerances": tolerances,
+            "long_context": [{"model": k, "n_positions": r.n_positions, "positions": r.positions,
+                              "reference_s": r.reference_s, "decode_s": r.decode_s, **r.divergence.as_dict()}
+                             for k, r in probes],
             "policy_sha256": pol.sha256}, indent=1))
