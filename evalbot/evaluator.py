@@ -82,10 +82,12 @@ def _resolve(config: Config, entries: list[str], setting: str) -> dict[str, Path
         pinned = entry in basket.SPECS or entry in production.SPECS
         if pinned:
             path = basket.model_path(models_dir, entry)
+            which = "production" if entry in production.SPECS else "tiny"
             if not path.is_file():
-                which = "production" if entry in production.SPECS else "tiny"
                 raise EvalbotError(f"basket model {entry} is not built in {models_dir}: run "
                                    f"`evalbot models build --set {which}`")
+            if entry in production.SPECS:
+                _require_pinned(entry, path, production.pins()[entry])
         elif entry == basket.REAL_MODEL:
             found = basket.real_model_path()
             if found is None:
@@ -99,6 +101,20 @@ def _resolve(config: Config, entries: list[str], setting: str) -> dict[str, Path
         named = pinned or entry == basket.REAL_MODEL
         out[entry if named else path.stem.removesuffix(".Q4_K_M")] = path
     return out
+
+
+def _require_pinned(entry: str, path: Path, pinned: dict[str, Any]) -> None:
+    """A production model is re-hashed tensor by tensor, in parallel, before every evaluation (~2 s on
+    16 cores): its whole-file digest, and so its cached reference, is remembered by file stamps
+    (``file_digest``), which storage corruption would not move. A mismatch is the validator's
+    problem, never the contributor's."""
+    from reference_runtime import production
+
+    if problems := production.verify_file(path, pinned):
+        more = f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
+        shown = "; ".join(str(p) for p in problems[:3]) + more
+        raise EvalbotError(f"basket model {entry} ({path}) is not the pinned file: {shown}. Regenerate it: "
+                           "`evalbot models build --set production`")
 
 
 def holdout_seed(config: Config) -> int:

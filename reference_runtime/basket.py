@@ -14,7 +14,6 @@ make top-1 agreement meaningless and every router decision a near-tie.
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import json
 import tempfile
 from collections.abc import Callable
@@ -26,6 +25,7 @@ import gguf
 import numpy as np
 
 from reference_runtime.errors import ReferenceRuntimeError
+from reference_runtime.file_digest import sha256_file
 
 
 @dataclass(frozen=True)
@@ -236,14 +236,6 @@ def quantize_q4_k_m(src: Path, dst: Path) -> None:
     rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
     if rc != 0:
         raise ReferenceRuntimeError(f"llama.cpp failed to quantize {src} (return code {rc})")
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def model_path(models_dir: Path, key: str) -> Path:

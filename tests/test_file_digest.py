@@ -22,7 +22,7 @@ def test_digest_is_hashlibs_and_is_recorded(tmp_path: Path) -> None:
     want = _write(f, os.urandom(3 << 20))
     assert sha256_file(f) == want
     assert not cache.exists()
-    assert sha256_file(f, cache) == want
+    assert sha256_file(f, cache, min_bytes=0) == want
     (entry,) = cache.iterdir()
     assert json.loads(entry.read_text())["sha256"] == want
 
@@ -30,12 +30,12 @@ def test_digest_is_hashlibs_and_is_recorded(tmp_path: Path) -> None:
 def test_a_hit_does_not_read_the_file(tmp_path: Path) -> None:
     f, cache = tmp_path / "m.gguf", tmp_path / "digests"
     want = _write(f, b"weights" * 1000)
-    sha256_file(f, cache)
+    sha256_file(f, cache, min_bytes=0)
     (entry,) = cache.iterdir()
     # The recorded digest is what a hit returns: forge it to prove the file was not re-read.
     doc = json.loads(entry.read_text())
     entry.write_text(json.dumps(doc | {"sha256": "0" * 64}))
-    assert sha256_file(f, cache) == "0" * 64
+    assert sha256_file(f, cache, min_bytes=0) == "0" * 64
     assert sha256_file(f) == want
 
 
@@ -43,7 +43,7 @@ def test_a_hit_does_not_read_the_file(tmp_path: Path) -> None:
 def test_any_change_to_the_file_misses(tmp_path: Path, change: str) -> None:
     f, cache = tmp_path / "m.gguf", tmp_path / "digests"
     _write(f, b"a" * 4096)
-    sha256_file(f, cache)
+    sha256_file(f, cache, min_bytes=0)
     st = f.stat()
     if change == "same-size rewrite":
         want = _write(f, b"b" * 4096)
@@ -58,17 +58,17 @@ def test_any_change_to_the_file_misses(tmp_path: Path, change: str) -> None:
     else:
         os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
         want = hashlib.sha256(b"a" * 4096).hexdigest()
-    assert sha256_file(f, cache) == want
+    assert sha256_file(f, cache, min_bytes=0) == want
 
 
 def test_a_corrupt_or_foreign_entry_is_ignored(tmp_path: Path) -> None:
     f, cache = tmp_path / "m.gguf", tmp_path / "digests"
     want = _write(f, b"z" * 100)
-    sha256_file(f, cache)
+    sha256_file(f, cache, min_bytes=0)
     (entry,) = cache.iterdir()
     for junk in ("{not json", "[]", json.dumps({"stamp": "x", "sha256": 5})):
         entry.write_text(junk)
-        assert sha256_file(f, cache) == want
+        assert sha256_file(f, cache, min_bytes=0) == want
 
 
 def test_an_unwritable_cache_still_answers(tmp_path: Path) -> None:
@@ -76,4 +76,11 @@ def test_an_unwritable_cache_still_answers(tmp_path: Path) -> None:
     want = _write(f, b"q" * 100)
     blocker = tmp_path / "digests"
     blocker.write_text("a file where the directory should be")
-    assert sha256_file(f, blocker) == want
+    assert sha256_file(f, blocker, min_bytes=0) == want
+
+
+def test_small_files_are_always_read(tmp_path: Path) -> None:
+    f, cache = tmp_path / "m.gguf", tmp_path / "digests"
+    want = _write(f, b"s" * 1000)
+    assert sha256_file(f, cache, min_bytes=1001) == want
+    assert not cache.exists()

@@ -199,3 +199,28 @@ def test_reference_at_selected_positions_equals_those_rows_of_the_whole(key: str
         picked = Forward(model).logprobs(tokens, at=at)
     assert picked.shape == (3, whole.shape[1])
     np.testing.assert_allclose(picked, whole[at], rtol=0, atol=1e-9)
+
+
+def test_a_corrupt_production_model_is_an_evaluation_error_naming_the_tensor(narrow_files, tmp_path: Path,
+                                                                            monkeypatch) -> None:
+    """Before every evaluation the production files are checked against their pins: a flipped byte
+    is an infrastructure error that names the tensor and the command that regenerates it."""
+    from evalbot.config import load_config
+    from evalbot.errors import EvalbotError
+    from evalbot.evaluator import _resolve
+    from reference_runtime import basket
+
+    spec = NARROW["gemma4-26b-a4b"]
+    monkeypatch.setitem(production.SPECS, spec.key, spec)  # the narrow variant stands in for the full one
+    cfg = load_config(None, environ={"EVALBOT_PATHS__DATA_DIR": str(tmp_path)})
+    target = basket.model_path(tmp_path / "models", spec.key)
+    target.parent.mkdir(parents=True)
+    data = bytearray(narrow_files["gemma4-26b-a4b"].path.read_bytes())
+    target.write_bytes(data)
+    assert _resolve(cfg, [spec.key], "models") == {spec.key: target}
+
+    tensor = next(t for t in gguf.GGUFReader(str(target)).tensors if t.name == "blk.5.attn_q.weight")
+    data[int(tensor.data_offset) + 17] ^= 0x01
+    target.write_bytes(data)
+    with pytest.raises(EvalbotError, match=r"blk\.5\.attn_q\.weight: expected .*evalbot models build --set production"):
+        _resolve(cfg, [spec.key], "models")
