@@ -82,8 +82,8 @@ def _resolve(config: Config, entries: list[str], setting: str) -> dict[str, Path
         pinned = entry in basket.SPECS or entry in production.SPECS
         if pinned:
             path = basket.model_path(models_dir, entry)
-            which = "production" if entry in production.SPECS else "tiny"
             if not path.is_file():
+                which = "production" if entry in production.SPECS else "tiny"
                 raise EvalbotError(f"basket model {entry} is not built in {models_dir}: run "
                                    f"`evalbot models build --set {which}`")
             if entry in production.SPECS:
