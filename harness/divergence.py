@@ -76,14 +76,12 @@ class RowStats:
         return RowStats(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(RowStats)))
 
 
-def row_stats(ref: Any, cand: Any, targets: np.ndarray | None = None, raw: bool = False) -> RowStats:
+def _row_stats(ref: Any, cand: Any, targets: np.ndarray | None, raw: bool) -> RowStats:
     """Per-position statistics of log-probs ``cand`` against ``ref`` ([n, n_vocab] each, NumPy or
     CuPy; computed where ``cand`` lives, in float64). ``raw``: ``cand`` holds logits, normalized here."""
     xp = _namespace(cand)
     ref = xp.asarray(ref, dtype=xp.float64)
     cand = normalize(cand) if raw else xp.asarray(cand, dtype=xp.float64)
-    if ref.shape != cand.shape or ref.ndim != 2:
-        raise ValueError(f"shapes differ or are not 2-D: {ref.shape} vs {cand.shape}")
     rows = xp.arange(len(ref))
     top = ref.argmax(axis=-1)
     best = ref[rows, top]
@@ -99,7 +97,8 @@ def row_stats(ref: Any, cand: Any, targets: np.ndarray | None = None, raw: bool 
     return RowStats(*host)
 
 
-def summarize(stats: RowStats, margin: float = 0.25, has_targets: bool = True) -> Divergence:
+def summarize(stats: RowStats, margin: float = 0.25) -> Divergence:
+    """One report from per-position statistics; perplexities are NaN where the targets were absent."""
     kl, agree = stats.kl, stats.agree
     confident = stats.gap > margin
     return Divergence(
@@ -111,8 +110,8 @@ def summarize(stats: RowStats, margin: float = 0.25, has_targets: bool = True) -
         margin=margin,
         n_confident=int(confident.sum()),
         top1_agreement_confident=float(agree[confident].mean()) if confident.any() else float("nan"),
-        ppl_ref=float(np.exp(-stats.target_ref.mean())) if has_targets else float("nan"),
-        ppl_cand=float(np.exp(-stats.target_cand.mean())) if has_targets else float("nan"),
+        ppl_ref=float(np.exp(-stats.target_ref.mean())),
+        ppl_cand=float(np.exp(-stats.target_cand.mean())),
     )
 
 
@@ -122,12 +121,14 @@ _BLOCK_VALUES = 1 << 24
 
 
 def block_stats(ref: Any, cand: Any, targets: np.ndarray | None = None, raw: bool = False) -> RowStats:
-    """``row_stats`` a block of positions at a time: memory bounded whatever the vocabulary."""
+    """Per-position statistics of log-probs ``cand`` against ``ref`` ([n, n_vocab] each, NumPy or CuPy;
+    computed where ``cand`` lives, in float64), a block of positions at a time: memory bounded whatever
+    the vocabulary. ``raw``: ``cand`` holds logits, normalized here."""
     if ref.shape != cand.shape or len(ref.shape) != 2:
         raise ValueError(f"shapes differ or are not 2-D: {ref.shape} vs {cand.shape}")
     block = max(1, _BLOCK_VALUES // max(1, ref.shape[1]))
-    return RowStats.concat([row_stats(ref[i : i + block], cand[i : i + block],
-                                      None if targets is None else targets[i : i + block], raw)
+    return RowStats.concat([_row_stats(ref[i : i + block], cand[i : i + block],
+                                       None if targets is None else targets[i : i + block], raw)
                             for i in range(0, ref.shape[0], block)])
 
 
@@ -136,4 +137,4 @@ def compare(ref: Any, cand: Any, targets: np.ndarray | None = None, margin: floa
     """Compare log-probs ``cand`` with ``ref``. ``targets[i]`` is the token that followed position i
     (for perplexity); without it perplexities are NaN. NumPy or CuPy (computed where ``cand`` lives);
     ``raw``: ``cand`` holds logits, normalized a block at a time, never whole in float64."""
-    return summarize(block_stats(ref, cand, targets, raw), margin, targets is not None)
+    return summarize(block_stats(ref, cand, targets, raw), margin)
