@@ -296,7 +296,7 @@ def _kernel_gates(kernels: Mapping[str, Any], models: Mapping[str, Path], policy
     from harness.kernel_gates import KernelGateError, basket_envs, run_kernel_gates
     from harness.kernel_gates.sanitize import sanitize
 
-    fixed = basket_envs(list(models.values()), set(kernels))
+    fixed = basket_envs(list(models.values()), set(kernels), policy.gate_n_ctx)
     try:
         gates = list(run_kernel_gates(kernels, fixed, seed, policy.kernel_tolerances, policy.kernel_fuzz_cases,
                                       timeout_s=300.0, repeats=policy.kernel_repeats))

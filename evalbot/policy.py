@@ -86,6 +86,13 @@ class Policy:
     sanitizer: SanitizerRule
     copies: CopyRule
 
+    @property
+    def gate_n_ctx(self) -> int:
+        """The KV-cache capacity of the kernel gates' attention shapes: the longest scored context,
+        so a kernel is checked at the lengths it is paid for (the guards' 128k would make the float64
+        oracle the evaluation's slowest stage)."""
+        return max(self.contexts)
+
 
 def _number(doc: dict[str, Any], section: str, key: str, source: str, lo: float, hi: float) -> float:
     try:

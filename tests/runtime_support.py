@@ -16,7 +16,7 @@ def basket_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     llama.cpp gets them carried), else built here with llama.cpp's quantizer, else the test skips."""
     given = os.environ.get("EVALBOT_BASKET_DIR")
     if given and all(basket.model_path(Path(given), k).is_file() for k in basket.SPECS):
-        return Path(given)
+        return Path(given).resolve()  # linked into config dirs: a relative path would dangle
     if importlib.util.find_spec("llama_cpp") is None:
         pytest.skip("no basket models: set EVALBOT_BASKET_DIR or install llama-cpp-python to build them")
     out = tmp_path_factory.mktemp("basket")

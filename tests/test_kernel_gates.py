@@ -377,6 +377,23 @@ def test_basket_shapes_cover_every_slot_the_plans_use(models: Path) -> None:
             assert kg.score(case.slot, run, simulate(run))[0] <= TOL["moe"]
 
 
+
+def test_an_evaluation_gates_attention_across_its_policys_longest_context(models: Path) -> None:
+    production = load_policy(basket_set="production")
+    n_ctx = production.gate_n_ctx
+    assert n_ctx == max(production.contexts) == 32768 and POLICY.gate_n_ctx == max(POLICY.contexts)
+    paths = [basket.model_path(models, key) for key in sorted(basket.SPECS)]
+    (shape,) = kg.basket_envs(paths, {"attn_decode_hd512"}, n_ctx)["attn_decode_hd512"]
+    assert dict(shape.env)["n_ctx"] == n_ctx
+    (case,) = kg.cases("attn_decode_hd512", [shape], SEED, 0)
+    last = next(run for run in kg.runs(case) if run.label == f"pos={n_ctx - 1}")
+    assert kg.score(case.slot, last, simulate(last))[0] <= TOL["attention"]
+    # A kernel that stops at the old gates' 4,096 positions passes there and fails here.
+    a = last.args
+    short = slot_math.attention(a["q"], a["k_cache"], a["v_cache"], 4095, a["n_head"], a["n_head_kv"],
+                                case.env["head_dim"], n_ctx, a["n_swa"], a["scale"])
+    assert kg.score(case.slot, last, {"out": short.astype(np.float32)})[0] > 100 * TOL["attention"]
+
 # -- the edges of the numerics ---------------------------------------------------------------------
 def _attention_f32(run: kg.Run, shift: bool) -> np.ndarray:
     """float32 attention; without ``shift`` its softmax skips the max subtraction (right on N(0, 1)

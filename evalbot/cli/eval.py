@@ -229,7 +229,7 @@ def calibrate_command(
             probes.append((key, run_contained(run_probe, ProbeSpec(path, long_context, PROBE_STEPS), timeout_s=3600.0)))
         say("baseline kernels against the fp64 slot math")
         kernels = baseline_kernels(device_arch())
-        gates = run_kernel_gates(kernels, basket_envs(models, set(kernels)), holdout_seed(cfg),
+        gates = run_kernel_gates(kernels, basket_envs(models, set(kernels), pol.gate_n_ctx), holdout_seed(cfg),
                                  pol.kernel_tolerances, pol.kernel_fuzz_cases, timeout_s=1800.0)
     floor = noise_floor([d for _, d in observed])
     proposed = propose_limits(floor, margin)

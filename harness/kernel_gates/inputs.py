@@ -80,12 +80,12 @@ def peaked_query(q: np.ndarray, k_cache: np.ndarray, pos: int, n_head: int, n_he
     """``q`` turned, head by head, towards one visible key so that its score is about ``peak``."""
     hi = min(pos, n_ctx - 1) + 1
     lo = max(0, hi - n_swa) if n_swa > 0 else 0
-    keys = k_cache[: n_head_kv * n_ctx * head_dim].reshape(n_head_kv, n_ctx, head_dim).astype(np.float64)
+    keys = k_cache[: n_head_kv * n_ctx * head_dim].reshape(n_head_kv, n_ctx, head_dim)
     qh = q[: n_head * head_dim].reshape(n_head, head_dim).astype(np.float64)
     group = n_head // n_head_kv
     out = np.empty_like(qh)
     for h in range(n_head):
-        key = keys[h // group, int(r.integers(lo, hi))]
+        key = keys[h // group, int(r.integers(lo, hi))].astype(np.float64)  # one row: the cache may be 32k long
         out[h] = 0.1 * qh[h] + key * (peak / (abs(scale) * max(float(key @ key), 1e-6)))
     return out.astype(np.float32).reshape(-1)
 

@@ -20,8 +20,9 @@ TOLERANCE_FAMILIES: tuple[str, ...] = ("gemv", "norm", "rope", "attention", "glu
 EXACT = "exact"
 FUZZ = "-"  # the origin (GateResult.model) of a fuzzed shape
 
-# The n_ctx of the basket plans whose shapes the gates use: the attention and kv_append slots see a
-# cache of this capacity (positions are drawn across all of it).
+# The default n_ctx of the basket plans whose shapes the gates use: the attention and kv_append slots
+# see a cache of this capacity (positions are drawn across all of it). An evaluation passes its
+# policy's longest scored context instead (Policy.gate_n_ctx: 32k on the production basket).
 GATE_N_CTX = 4096
 
 # Fuzzed f32 weight rows are multiples of 16 elements, not the header's 4: the baseline f32 GEMV and
