@@ -22,8 +22,9 @@ def _first_diff(got: np.ndarray, want: np.ndarray, mask: np.ndarray) -> str:
 
 def score(slot: str, run: Run, got: Mapping[str, np.ndarray]) -> tuple[float, str]:
     """(error, note) of one run's outputs ``got`` (final buffer contents by parameter name). The
-    error is the count of differing elements for exact slots, else the worst relative error; inf
-    when the outputs cannot be compared (non-finite values, wrong router ids)."""
+    error is the count of differing elements for exact slots, else the worst relative error (to the
+    output's norm, or to its rounding floor where it cancels: ``Run.floor``); inf when the outputs
+    cannot be compared (non-finite values, wrong router ids)."""
     fam = family(slot)
     if fam == EXACT:
         total, notes = 0, []
@@ -47,7 +48,7 @@ def score(slot: str, run: Run, got: Mapping[str, np.ndarray]) -> tuple[float, st
                               f"NaN: unwritten?), first at [{int(np.flatnonzero(bad)[0])}]")
         rows = run.rows.get(name, 1)
         diff = (g - want.reshape(-1)).reshape(rows, -1)
-        ref = np.linalg.norm(want.reshape(rows, -1), axis=1)
+        ref = np.maximum(np.linalg.norm(want.reshape(rows, -1), axis=1), run.floor.get(name, 0.0))
         err = np.linalg.norm(diff, axis=1) / np.where(ref > 0, ref, 1.0)
         i = int(np.argmax(err))
         if err[i] > worst or not note:

@@ -18,14 +18,31 @@ from reference_runtime.runtime import slot_math
 class Run:
     """One launch: every ABI argument but scratch (NumPy arrays for pointers, None for NULL; numbers
     for scalars), the expected final contents of the output buffers (float64, or the exact bits for
-    exact slots), rows to split an output into for per-head errors, and buffers shared by two
-    parameters (``alias[y] = x``: y is passed x's buffer)."""
+    exact slots), rows to split an output into for per-head errors, buffers shared by two
+    parameters (``alias[y] = x``: y is passed x's buffer), and per output the norm below which the
+    relative error's denominator does not shrink (:func:`dot_floor`)."""
 
     label: str
     args: dict[str, Any]
     expect: dict[str, np.ndarray]
     rows: dict[str, int] = field(default_factory=dict)
     alias: dict[str, str] = field(default_factory=dict)
+    floor: dict[str, float] = field(default_factory=dict)
+
+
+def dot_floor(w: np.ndarray, x: np.ndarray, softcap: float = 0.0) -> float:
+    """The size of W x (soft-capped when ``softcap`` > 0) that float32 rounding scales with when its
+    dot products cancel: ||(|W| |x|) * slope|| / sqrt(n_cols), the slope being the cap's derivative
+    (1 without one; a saturated logit hides its dot product's error). A dot product's rounding error
+    grows with the sum of its terms' magnitudes, not with the result, so a nearly cancelling row (one
+    logit of a one-row lm_head, say) has an unbounded relative error in any correct float32 kernel.
+    For uncancelled rows this is about 0.64 ||W x|| (N(0, 1) terms), below the norm itself: only
+    cancelling outputs are judged by it."""
+    x64 = x[: w.shape[1]].astype(np.float64)
+    size = np.abs(w) @ np.abs(x64)
+    if softcap > 0:
+        size = size * (1 - np.tanh((w @ x64) / softcap) ** 2)
+    return float(np.linalg.norm(size) / np.sqrt(max(w.shape[1], 1)))
 
 
 _FP16_EXTREMES = np.array([65504.0, -65504.0, 6.1e-5, 6e-8, -6e-8, 1.0, -0.0, 0.333], dtype=np.float16)
@@ -66,6 +83,13 @@ def outlier_channels(r: np.random.Generator, n: int, factor: float = 100.0) -> n
     hot = r.choice(n, max(1, n // 256), replace=False)
     x[hot] *= np.float32(factor)
     return x
+
+
+def cancelling(row: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``x`` made orthogonal to ``row``, then rounded to float32: that row's dot product cancels to
+    ~0, the case a one-row GEMV meets by chance and only :func:`dot_floor` can judge."""
+    x64 = x.astype(np.float64)
+    return (x64 - (row @ x64) / max(float(row @ row), 1e-300) * row).astype(np.float32)
 
 
 def edge_rows(r: np.random.Generator, n: int) -> list[tuple[str, np.ndarray]]:
@@ -131,14 +155,17 @@ def runs(case: Case) -> list[Run]:
         raw = random_weights(qt, rows, cols, r)
         w = slot_math.dequant(int(qt), raw, rows, cols)
         out = []
-        for label, x in (("", _vec(r, cols)), ("outlier channels", outlier_channels(r, cols))):
+        plain = _vec(r, cols)
+        for label, x in (("", plain), ("outlier channels", outlier_channels(r, cols)),
+                         ("row 0 cancelling", cancelling(w[0], plain))):
             if gemv:
                 out.append(Run(label, {"w": raw, "x": x, "y": _poison(rows), "n_rows": rows, "n_cols": cols},
-                               {"y": slot_math.gemv(w, x)}))
+                               {"y": slot_math.gemv(w, x)}, floor={"y": dot_floor(w, x)}))
             else:
                 cap = p["softcap"]
                 out.append(Run(label, {"w": raw, "x": x, "logits": _poison(rows), "n_vocab": rows, "n_embd": cols,
-                                       "softcap": cap}, {"logits": slot_math.lm_head(w, x, cap)}))
+                                       "softcap": cap}, {"logits": slot_math.lm_head(w, x, cap)},
+                               floor={"logits": dot_floor(w, x, cap)}))
         return out
     if slot.startswith("embed_"):
         qt = _QTYPE[_weight_suffix(slot)]
