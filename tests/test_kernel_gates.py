@@ -484,7 +484,7 @@ def test_a_float32_implementation_passes_the_edge_rows_with_room():
 
 def test_a_cancelling_dot_product_is_judged_by_the_rounding_it_cannot_avoid():
     # A one-row lm_head whose logit cancels to ~0 (the H100 calibration's false REJECT of the baseline,
-    # docs/results/production-2026-12-06/calibrate.json): relative to the logit itself, any float32
+    # docs/results/production-2026-12-06/calibrate-long-context.json): relative to the logit itself, any float32
     # kernel is wrong; relative to the floor, a float32 kernel passes and a lossy one still fails.
     shape = kg.FixedShape.make("m", {"n_vocab": 1, "n_embd": 512}, {"softcap": 30.0})
     (case,) = kg.cases("lm_head_q6_k", [shape], SEED, 0)
