@@ -154,7 +154,9 @@ def main() -> None:
     step_us = {c["model"]: c["t_frontier_us"] for c in out["mde_run"]["cells"] if c["context"] == ctx0}
     effects = []
     # 0 %: the spin kernel with no wait, against the baseline rmsnorm. The expected values below come
-    # from the wait timed alone, so this cell's own speedup is the offset they leave out.
+    # from the wait timed alone, so this cell's own speedup is the offset they leave out; each later
+    # cell is also checked against its expectation times that offset.
+    offset: dict[tuple[str, int], float] = {}
     for pct in (0.0, 1.0, 3.0, 10.0):
         ns = {k: int(pct / 100 * step_us[k] * 1e3 / bench.norm_calls(k)) for k in bench.weights}
         kernels = {k: spin_kernel(ns[k]) for k in bench.weights}
@@ -166,12 +168,21 @@ def main() -> None:
         for c in cells:
             expected = c.t_frontier_s / (c.t_frontier_s + bench.norm_calls(c.model) * extra_us[c.model] * 1e-6)
             inside = c.comparison.ci_low <= expected <= c.comparison.ci_high
-            rows.append({**summary([c])[0], "expected_speedup": expected, "inside_ci": inside})
+            row = {**summary([c])[0], "expected_speedup": expected, "inside_ci": inside}
+            if pct == 0:
+                offset[(c.model, c.context)] = c.comparison.speedup
+            elif (c.model, c.context) in offset:
+                shifted = expected * offset[(c.model, c.context)]
+                row |= {"expected_with_offset": shifted,
+                        "inside_ci_with_offset": c.comparison.ci_low <= shifted <= c.comparison.ci_high}
+            rows.append(row)
         effects.append({"target_pct": pct, "wait_ns": ns, "extra_us_per_call": extra_us,
                         "label": decision.label, "reasons": list(decision.reasons), "cells": rows})
         print(f"effect ~{pct}%: label {decision.label}; "
               + "; ".join(f"{r['model']}@{r['context']} expected {r['expected_speedup']:.4f} measured "
                           f"{r['speedup']:.4f} [{r['ci'][0]:.4f}, {r['ci'][1]:.4f}] {'in' if r['inside_ci'] else 'OUT'}"
+                          + (f" (with the 0 % offset {r['expected_with_offset']:.4f} "
+                             f"{'in' if r['inside_ci_with_offset'] else 'OUT'})" if "expected_with_offset" in r else "")
                           for r in rows), flush=True)
     out["known_effects"] = effects
     args.out.write_text(json.dumps(out, indent=1, default=lambda o: asdict(o)))
