@@ -509,6 +509,32 @@ def test_a_cancelling_dot_product_is_judged_by_the_rounding_it_cannot_avoid():
             if plain.label != "row 0 cancelling" or case.env["n_rows"] > 1:
                 assert plain.floor["y"] < np.linalg.norm(plain.expect["y"]), plain.label
 
+
+def warp_order_dot(w_row: np.ndarray, x: np.ndarray) -> np.float32:
+    """A float32 dot product summed as a GPU warp does: 32 strided partial sums, then a tree."""
+    part = (w_row.astype(np.float32) * x).astype(np.float32).reshape(-1, 32).sum(axis=0, dtype=np.float32)
+    while part.size > 1:
+        part = (part[::2] + part[1::2]).astype(np.float32)
+    return part[0]
+
+
+@pytest.mark.parametrize(("slot", "qtype"), [("gemv_q4_k", "Q4_K"), ("lm_head_q6_k", "Q6_K")])
+def test_one_row_shapes_leave_a_float32_kernel_ten_times_inside_the_limit(slot: str, qtype: str) -> None:
+    # One-row outputs cancel often (half of the plain draws sit below their floor): every run of
+    # every seed, the cancelling one included, must leave a correct float32 kernel room.
+    gemv = slot.startswith("gemv_")
+    dims = ("n_rows", "n_cols") if gemv else ("n_vocab", "n_embd")
+    for seed in range(10):
+        for cols in (512, 4096):
+            shape = kg.FixedShape.make("m", {dims[0]: 1, dims[1]: cols}, {} if gemv else {"softcap": 30.0})
+            (case,) = kg.cases(slot, [shape], seed, 0)
+            for run in kg.runs(case):
+                w = slot_math.dequant(int(gate_shapes.QT[qtype]), run.args["w"], 1, cols)
+                z = warp_order_dot(w[0], run.args["x"])
+                out = z if gemv else np.float32(30) * np.tanh(z / np.float32(30))
+                got = {next(iter(run.expect)): np.array([out], np.float32)}
+                assert kg.score(slot, run, got)[0] < TOL["gemv"] / 10, (seed, cols, run.label)
+
 def test_the_real_gemma3_brings_its_own_slots_and_shapes_to_the_kernel_gates(
         tmp_path_factory: pytest.TempPathFactory) -> None:
     """A correctness-only member's decode plan joins the fixed shapes: the slots only Gemma 3 270M uses
