@@ -380,7 +380,6 @@ def test_basket_shapes_cover_every_slot_the_plans_use(models: Path) -> None:
             assert kg.score(case.slot, run, simulate(run))[0] <= TOL["moe"]
 
 
-
 def test_an_evaluation_gates_attention_across_its_policys_longest_context(models: Path) -> None:
     production = load_policy(basket_set="production")
     n_ctx = production.gate_n_ctx
@@ -396,6 +395,7 @@ def test_an_evaluation_gates_attention_across_its_policys_longest_context(models
     short = slot_math.attention(a["q"], a["k_cache"], a["v_cache"], 4095, a["n_head"], a["n_head_kv"],
                                 case.env["head_dim"], n_ctx, a["n_swa"], a["scale"])
     assert kg.score(case.slot, last, {"out": short.astype(np.float32)})[0] > 100 * TOL["attention"]
+
 
 # -- the edges of the numerics ---------------------------------------------------------------------
 def _attention_f32(run: kg.Run, shift: bool) -> np.ndarray:
@@ -534,6 +534,7 @@ def test_one_row_shapes_leave_a_float32_kernel_ten_times_inside_the_limit(slot: 
                 out = z if gemv else np.float32(30) * np.tanh(z / np.float32(30))
                 got = {next(iter(run.expect)): np.array([out], np.float32)}
                 assert kg.score(slot, run, got)[0] < TOL["gemv"] / 10, (seed, cols, run.label)
+
 
 def test_the_real_gemma3_brings_its_own_slots_and_shapes_to_the_kernel_gates(
         tmp_path_factory: pytest.TempPathFactory) -> None:

@@ -88,6 +88,7 @@ def test_the_baseline_passes_one_row_dot_products_that_cancel(base: dict[str, Sl
         report(gates)
         assert all(g.passed for g in gates), [g for g in gates if not g.passed]
 
+
 def test_every_baseline_kernel_passes_on_the_basket_shapes(base: dict[str, SlotKernel],
                                                            tmp_path_factory: pytest.TempPathFactory) -> None:
     models = basket_dir(tmp_path_factory)
