@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, help="write every gate result as JSON here")
     args = ap.parse_args(argv)
 
-    from evalbot.evaluator import device_arch
+    from evalbot.evaluator import NO_GPU, device_arch, gpu_available
     from evalbot.policy import load_policy
     from harness.kernel_gates import basket_envs, run_kernel_gates
     from reference_runtime import basket, production
@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     missing = [str(p) for p in models.values() if not p.is_file()]
     if missing:
         print(f"missing basket models: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    if not gpu_available():
+        print(NO_GPU, file=sys.stderr)
         return 2
     policy = load_policy(basket_set=args.set)
     kernels = baseline_kernels(device_arch())
